@@ -1,0 +1,198 @@
+"""Run configuration: frozen dataclasses, loaded from TOML with dotted `section.key=value` overrides."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from charrnn.errors import UserError
+
+
+def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
+    """A config field with its help text and an optional range check (`rule` says it in words)."""
+    return field(default=default, metadata={"help": help, "check": check, "rule": rule})
+
+
+def _positive(x: float) -> bool:
+    return x > 0
+
+
+def _non_negative(x: float) -> bool:
+    return x >= 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embed_dim: int = _opt(64, "size of the character embedding", _positive, "> 0")
+    hidden_size: int = _opt(512, "LSTM units per layer", _positive, "> 0")
+    num_layers: int = _opt(2, "stacked LSTM layers", _positive, ">= 1")
+    dropout: float = _opt(0.0, "dropout between LSTM layers and before the head",
+                          lambda x: 0 <= x < 1, "in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = _opt(64, "parallel streams per step (global, across all processes)", _positive, ">= 1")
+    seq_len: int = _opt(100, "characters per truncated-BPTT window", _positive, ">= 1")
+    lr: float = _opt(2e-3, "peak learning rate (AdamW)", _positive, "> 0")
+    min_lr_ratio: float = _opt(0.1, "cosine decays to lr * min_lr_ratio", lambda x: 0 <= x <= 1, "in [0, 1]")
+    weight_decay: float = _opt(0.01, "AdamW weight decay (matrices only)", _non_negative, ">= 0")
+    warmup_steps: int = _opt(100, "linear warmup steps", _non_negative, ">= 0")
+    schedule: str = _opt("cosine", "lr after warmup: 'cosine' or 'constant'",
+                         lambda x: x in ("cosine", "constant"), "'cosine' or 'constant'")
+    grad_clip: float = _opt(1.0, "clip the global gradient norm to this (0 = off)", _non_negative, ">= 0")
+    max_steps: int = _opt(5000, "stop after this many optimizer steps (also the cosine horizon)",
+                          _positive, ">= 1")
+    max_epochs: float = _opt(0.0, "stop after this many passes over the train split (0 = no limit)",
+                             _non_negative, ">= 0")
+    time_budget: float = _opt(0.0, "stop after this many seconds of training, and anneal the lr to "
+                              "finish by then (0 = no limit)", _non_negative, ">= 0")
+    eval_every: int = _opt(500, "validate every N steps", _positive, ">= 1")
+    checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N steps", _positive, ">= 1")
+    keep_last: int = _opt(0, "also keep the last K periodic checkpoints as step-N.pt (0 = none)",
+                          _non_negative, ">= 0")
+    sample_every: int = _opt(500, "log a generated sample to TensorBoard every N steps (0 = never)",
+                             _non_negative, ">= 0")
+    sample_length: int = _opt(300, "characters per logged sample", _positive, ">= 1")
+    log_every: int = _opt(10, "log train scalars every N steps", _positive, ">= 1")
+    seed: int = _opt(1337, "seed for weights, dropout and sampling", _non_negative, ">= 0")
+    device: str = _opt("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    precision: str = _opt("fp32", "'fp32', 'bf16' or 'fp16' (autocast; CUDA only)",
+                          lambda x: x in ("fp32", "bf16", "fp16"), "'fp32', 'bf16' or 'fp16'")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = _opt("", "the corpus: a text file or a directory of them")
+    val_fraction: float = _opt(0.1, "the last fraction of the corpus held out for validation",
+                               lambda x: 0 < x < 1, "in (0, 1)")
+    encoding: str = _opt("utf-8", "a Python codec name, or 'bytes' for a raw 256-symbol vocabulary")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict, as stored in checkpoints."""
+        return {s.name: {f.name: getattr(getattr(self, s.name), f.name) for f in fields(s.type_cls)}
+                for s in _SECTIONS}
+
+    def to_toml(self) -> str:
+        """The resolved config as a TOML document."""
+        parts = []
+        for section, values in self.to_dict().items():
+            parts.append(f"[{section}]")
+            parts += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+            parts.append("")
+        return "\n".join(parts)
+
+    def with_overrides(self, overrides: Sequence[str]) -> Config:
+        """A copy with `section.key=value` overrides applied and validated."""
+        return from_dict(self.to_dict(), overrides)
+
+
+@dataclass(frozen=True)
+class _Section:
+    name: str
+    type_cls: type
+
+
+_SECTIONS = (_Section("model", ModelConfig), _Section("train", TrainConfig), _Section("data", DataConfig))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    return repr(v)
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    key, sep, raw = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise UserError(f"bad override {item!r}: expected section.key=value, e.g. train.lr=3e-3")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word such as cuda:1 is a string
+    return section, name, value
+
+
+_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, float) and math.isfinite(v), "a finite number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _coerce(where: str, f: Any, value: Any) -> Any:
+    """Check the type of one value; ints are accepted where a float is expected."""
+    want = f.type
+    if want == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not _TYPES[want][0](value):
+        raise UserError(f"config {where} must be {_TYPES[want][1]}, got {value!r}")
+    check = f.metadata.get("check")
+    if check is not None and not check(value):
+        raise UserError(f"config {where} must be {f.metadata['rule']}, got {value!r}")
+    return value
+
+
+def from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
+    """Build a validated Config from nested dicts plus overrides; unknown keys are errors."""
+    merged: dict[str, dict[str, Any]] = {}
+    for section, values in data.items():
+        if not isinstance(values, Mapping):
+            raise UserError(f"config section [{section}] must be a table")
+        merged[section] = dict(values)
+    for item in overrides:
+        section, name, value = _parse_override(item)
+        merged.setdefault(section, {})[name] = value
+    known = {s.name: s for s in _SECTIONS}
+    for section in merged:
+        if section not in known:
+            raise UserError(f"unknown config section [{section}] (known: {', '.join(known)})")
+    parts = {}
+    for s in _SECTIONS:
+        values = merged.get(s.name, {})
+        by_name = {f.name: f for f in fields(s.type_cls)}
+        for name in values:
+            if name not in by_name:
+                raise UserError(f"unknown config key {s.name}.{name} (known: {', '.join(by_name)})")
+        kwargs = {name: _coerce(f"{s.name}.{name}", by_name[name], v) for name, v in values.items()}
+        defaults = s.type_cls()
+        for name, f in by_name.items():  # defaults are checked too, so a bad default cannot hide
+            if name not in kwargs and f.default is not MISSING:
+                _coerce(f"{s.name}.{name}", f, getattr(defaults, name))
+        parts[s.name] = replace(defaults, **kwargs)
+    return Config(**parts)
+
+
+def load_config(path: Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Load a TOML config file (or the defaults) and apply `section.key=value` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"config file not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"config file {path} is not valid TOML: {e}") from None
+    return from_dict(data, overrides)
+
+
+def reference() -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every config key, for documentation."""
+    return [(f"{s.name}.{f.name}", f.default, f.metadata["help"])
+            for s in _SECTIONS for f in fields(s.type_cls)]

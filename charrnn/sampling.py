@@ -1,0 +1,171 @@
+"""Generation: warm the state on prime text in one fused call, then step one character at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from charrnn.checkpoint import load_model
+from charrnn.corpus import Vocab
+from charrnn.distributed import resolve_device
+from charrnn.errors import UserError
+from charrnn.model import CharLSTM, Hidden
+
+
+class Stepper:
+    """One character per call through the LSTM stack, with the weights pre-arranged for few ops.
+
+    Stepping `nn.LSTM` one character at a time pays its per-call setup every time. Here each
+    layer is one matmul plus a handful of pointwise ops: the first layer's input projection is
+    a lookup table (embedding @ W_ih + biases, per character), and the gates are reordered to
+    (input, forget, output, cell) so that one sigmoid covers three of them.
+    """
+
+    def __init__(self, model: CharLSTM) -> None:
+        size = model.cfg.hidden_size
+        order = torch.cat([torch.arange(0, 2 * size), torch.arange(3 * size, 4 * size),
+                           torch.arange(2 * size, 3 * size)])  # (i, f, g, o) -> (i, f, o, g)
+        with torch.no_grad():
+            self.weights: list[Tensor] = []  # (E_in + H, 4H) per layer; layer 0 holds only W_hh
+            self.biases: list[Tensor] = []
+            for layer in range(model.cfg.num_layers):
+                w_ih, w_hh, b_ih, b_hh = (getattr(model.lstm, f"{n}_l{layer}").float()[order]
+                                          for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                if layer == 0:
+                    self.table = model.embed.weight.float() @ w_ih.t() + b_ih + b_hh  # (V, 4H)
+                    self.weights.append(w_hh.t().contiguous())
+                    self.biases.append(torch.empty(0))
+                else:
+                    self.weights.append(torch.cat([w_ih, w_hh], dim=1).t().contiguous())
+                    self.biases.append(b_ih + b_hh)
+            self.head_weight = model.head.weight.float().t().contiguous()  # (H, V)
+            self.head_bias = model.head.bias.float()
+        self.size = size
+
+    def __call__(self, ids: Tensor, hidden: tuple[list[Tensor], list[Tensor]]) -> Tensor:
+        """(N,) ids -> (N, V) logits; updates the per-layer (h, c) lists in place."""
+        hs, cs = hidden
+        size = self.size
+        x = ids
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if layer == 0:
+                gates = torch.addmm(self.table[ids], hs[0], weight)  # (N, 4H)
+            else:
+                gates = torch.addmm(bias, torch.cat([x, hs[layer]], dim=1), weight)
+            sig = gates[:, : 3 * size].sigmoid()
+            cell = torch.addcmul(sig[:, size : 2 * size] * cs[layer], sig[:, :size], gates[:, 3 * size :].tanh())
+            x = sig[:, 2 * size :] * cell.tanh()
+            hs[layer], cs[layer] = x, cell
+        return torch.addmm(self.head_bias, x, self.head_weight)
+
+
+def pick(logits: Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator) -> Tensor:
+    """(N, V) logits -> (N,) ids: argmax at temperature 0, else sample after top-k / top-p filtering."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) - probs >= top_p  # mass before this token already reaches top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+def check_options(length: int, temperature: float, top_k: int, top_p: float, num_samples: int = 1) -> None:
+    """Reject sampling options that make no sense, with one clear message each."""
+    if length < 0:
+        raise UserError(f"--length must be >= 0, got {length}")
+    if not temperature >= 0:
+        raise UserError(f"--temperature must be >= 0 (0 means greedy), got {temperature}")
+    if top_k < 0:
+        raise UserError(f"--top-k must be >= 1 (or 0 for no limit), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
+    if num_samples < 1:
+        raise UserError(f"--num-samples must be >= 1, got {num_samples}")
+
+
+def generate(model: CharLSTM, vocab: Vocab, prime: str = "", length: int = 200, *, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, num_samples: int = 1,
+             generator: torch.Generator | None = None) -> Iterator[list[str]]:
+    """Yield `length` steps of `num_samples` characters each, continuing `prime`.
+
+    Bad options and prime characters outside the vocabulary fail here, before anything is yielded.
+    An empty prime starts from a newline (or the first character when the vocabulary has none).
+    """
+    check_options(length, temperature, top_k, top_p, num_samples)
+    prime_ids = vocab.encode(prime or ("\n" if "\n" in vocab.chars else vocab.chars[0]))
+    device = next(model.parameters()).device
+    if generator is None:
+        generator = torch.Generator(device=device)
+        generator.seed()
+    return _generate(model, vocab, prime_ids, length, temperature, top_k, top_p, num_samples, generator)
+
+
+def _generate(model: CharLSTM, vocab: Vocab, prime_ids: list[int], length: int, temperature: float, top_k: int,
+              top_p: float, num_samples: int, generator: torch.Generator) -> Iterator[list[str]]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            device = next(model.parameters()).device
+            ids = torch.tensor(prime_ids, device=device).expand(num_samples, -1)  # (N, P)
+            logits, hidden = model(ids)  # the whole prime in one fused call
+            logits = logits[:, -1].float()  # (N, V)
+            step = Stepper(model)
+            state = _unstack(hidden)
+        for _ in range(length):
+            with torch.inference_mode():
+                nxt = pick(logits, temperature, top_k, top_p, generator)
+                chars = [vocab.chars[i] for i in nxt.tolist()]
+            yield chars  # outside inference mode: the consumer may run anything in between
+            with torch.inference_mode():
+                logits = step(nxt, state)
+    finally:
+        model.train(was_training)
+
+
+def _unstack(hidden: Hidden) -> tuple[list[Tensor], list[Tensor]]:
+    h, c = hidden
+    return [t.float() for t in h.unbind(0)], [t.float() for t in c.unbind(0)]
+
+
+def sample_text(model: CharLSTM, vocab: Vocab, prime: str, length: int, temperature: float, seed: int) -> str:
+    """One sample as a string, from its own seeded generator so it never disturbs training's RNG."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    chars = generate(model, vocab, prime, length, temperature=temperature, generator=generator)
+    return prime + "".join(step[0] for step in chars)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A model ready to generate, with its vocabulary and a random generator."""
+
+    model: CharLSTM
+    vocab: Vocab
+    generator: torch.Generator
+
+    def generate(self, prime: str, length: int, **options: Any) -> Iterator[list[str]]:
+        return generate(self.model, self.vocab, prime, length, generator=self.generator, **options)
+
+
+def load_sampler(path: Path, device: str = "auto", seed: int | None = None) -> Sampler:
+    """Load a checkpoint (or a run dir's best.pt) for sampling on any device."""
+    dev = resolve_device(device)
+    model, vocab, _ = load_model(path, dev)
+    generator = torch.Generator(device=dev)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return Sampler(model, vocab, generator)
