@@ -12,7 +12,6 @@ import os
 import pickle
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +75,13 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     path = resolve(path)
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"{path} holds objects other than tensors and plain Python types; "
-                        "refusing to load it (nothing in it was run)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        reason = "truncated or corrupt" if "zip" in str(e).lower() or isinstance(e, EOFError) else str(e)
-        raise UserError(f"{path} is not a readable checkpoint ({reason.splitlines()[0]})") from None
+    except OSError as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file can fail anywhere inside the unpickler
+        if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in str(e):
+            raise UserError(f"{path} holds objects other than tensors and plain Python types; "
+                            "refusing to load it (nothing in it was run)") from None
+        raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt)") from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise UserError(f"{path} is not a charrnn checkpoint")
     if state["format_version"] != FORMAT_VERSION:

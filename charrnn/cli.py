@@ -161,3 +161,33 @@ def info(checkpoint: Path) -> None:
 
     for line in describe(checkpoint):
         click.echo(line)
+
+
+@main.command()
+@click.option("--corpus", type=click.Path(path_type=Path),
+              help="Real text for charrnn's loop (default: the Python standard library's asyncio sources).")
+@click.option("--shapes", default="2x128,2x512,3x512", show_default=True,
+              help="Comma-separated LAYERSxHIDDEN model shapes.")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--seq-len", default=100, show_default=True, type=int)
+@click.option("--steps", default=8, show_default=True, type=int, help="Timed steps per measurement.")
+@click.option("--rounds", default=2, show_default=True, type=int,
+              help="Interleaved repeats of each measurement; the best counts.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "json_file", type=click.Path(path_type=Path), help="Also write the results as JSON here.")
+def bench(corpus: Path | None, shapes: str, batch_size: int, seq_len: int, steps: int, rounds: int, device: str,
+          json_file: Path | None) -> None:
+    """Measure training throughput against a bare PyTorch loop and the matmul peak, and sampling speed."""
+    import sysconfig
+
+    from charrnn.bench import Shape, format_table, run_bench
+
+    corpus = corpus or Path(sysconfig.get_paths()["stdlib"]) / "asyncio"
+    try:
+        parsed = [Shape.parse(s) for s in shapes.split(",")]
+    except ValueError:
+        raise UserError(f"bad --shapes {shapes!r}: use e.g. 2x128,2x512") from None
+    result = run_bench(corpus, parsed, device, batch_size, seq_len, steps, rounds, report=_note)
+    click.echo(format_table(result))
+    if json_file is not None:
+        json_file.write_text(json.dumps(result.to_dict(), indent=2))

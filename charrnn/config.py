@@ -53,6 +53,8 @@ class TrainConfig:
                              _non_negative, ">= 0")
     time_budget: float = _opt(0.0, "stop after this many seconds of training, and anneal the lr to "
                               "finish by then (0 = no limit)", _non_negative, ">= 0")
+    reset_every: int = _opt(20, "zero each stream's carried state every N windows, staggered across streams, so "
+                            "the model also learns to start from a blank state (0 = never)", _non_negative, ">= 0")
     eval_every: int = _opt(500, "validate every N steps", _positive, ">= 1")
     checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N steps", _positive, ">= 1")
     keep_last: int = _opt(0, "also keep the last K periodic checkpoints as step-N.pt (0 = none)",

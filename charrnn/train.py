@@ -25,7 +25,7 @@ from charrnn.distributed import Context, autocast, setup, teardown
 from charrnn.errors import UserError
 from charrnn.evaluation import evaluate
 from charrnn.metrics import MetricsLogger
-from charrnn.model import CharLSTM, cross_entropy, detach
+from charrnn.model import CharLSTM, Hidden, cross_entropy, detach
 from charrnn.sampling import sample_text
 
 LN2 = math.log(2)
@@ -186,6 +186,8 @@ class _Trainer:
                 echo("warning: " + w)
         self.batch_size = batch
         self.streams = Streams.of(train_ids, batch, seq, ctx.rows(batch))
+        global_index = torch.arange(batch)[ctx.rows(batch)]
+        self.reset_offsets = (global_index * max(self.tc.reset_every, 1) // batch).to(ctx.device)
         self.val_streams = Streams.of(val_ids, val_batch, val_seq, ctx.rows(val_batch))
 
         state = checkpoint.load_checkpoint(checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST,
@@ -203,6 +205,10 @@ class _Trainer:
         torch.manual_seed(self.tc.seed + ctx.rank)  # dropout masks differ between processes
         if state is not None:
             self._restore(state)
+            if self._limit_reached(0.0):
+                raise UserError(f"{run_dir} already stopped at step {self.step} by its "
+                                f"{self._limit_reached(0.0)} limit; raise it to continue, e.g. --max-steps "
+                                f"{self.tc.max_steps * 2}")
 
         if not resume:
             if overwrite:
@@ -253,6 +259,25 @@ class _Trainer:
             return "time_budget"
         return None
 
+    def _should_stop(self, signals: _Signals, eval_reserve: float, log_step: bool) -> str | None:
+        """Why to stop after this step, if at all; every process reaches the same answer at the same step."""
+        reason = signals.received or self._limit_reached(eval_reserve)
+        if not self.ctx.enabled:
+            return reason
+        if reason in ("max_steps", "max_epochs"):  # the same in every process: no need to talk
+            return reason
+        # Clocks and signals differ between processes, so they only count at log steps, agreed on by all.
+        return _STOP_CODES[self.ctx.agree(_STOP_CODES.index(reason))] if log_step else None
+
+    def _expected_steps(self, steps_per_sec: float | None) -> int:
+        """Where the run will stop, for the progress bar's total and ETA."""
+        tc, total = self.tc, self.tc.max_steps
+        if tc.max_epochs:
+            total = min(total, math.ceil(tc.max_epochs * len(self.streams)))
+        if tc.time_budget and steps_per_sec:
+            total = min(total, self.step + int((tc.time_budget - self.elapsed) * steps_per_sec))
+        return max(total, self.step)
+
     def _progress(self) -> float:
         by_steps = self.step / self.tc.max_steps
         by_time = self.elapsed / self.tc.time_budget if self.tc.time_budget else 0.0
@@ -269,7 +294,7 @@ class _Trainer:
         with autocast(device, tc.precision):
             logits, hidden = self.net(x, self.hidden)
             loss = cross_entropy(logits, y)
-        self.hidden = detach(hidden)
+        self.hidden = self._reset_some(detach(hidden))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -283,9 +308,18 @@ class _Trainer:
             self.hidden = self.model.init_hidden(self.streams.batch_size, device)
         return loss.detach(), norm.detach()
 
+    def _reset_some(self, hidden: Hidden) -> Hidden:
+        """Zero the state of the streams whose turn it is (see train.reset_every)."""
+        every = self.tc.reset_every
+        if not every:
+            return hidden
+        keep = ((self.step + 1 + self.reset_offsets) % every != 0).to(hidden[0].dtype)  # (B,)
+        return hidden[0] * keep[None, :, None], hidden[1] * keep[None, :, None]
+
     def _flush(self, pending: list[tuple[Tensor, Tensor]], seconds: float) -> dict[str, float]:
         """Train scalars averaged since the last log; a NaN or inf loss stops the run."""
-        values = torch.stack([torch.stack(p).float() for p in pending]).tolist()  # one host sync
+        values = torch.stack([torch.stack(p).float() for p in pending])  # (steps, 2): loss, grad norm
+        values = (self.ctx.sum(values) / self.ctx.world_size).tolist()  # one host sync
         for offset, (loss, _) in enumerate(values):
             if not math.isfinite(loss):
                 bad = self.step - len(values) + offset + 1
@@ -321,7 +355,7 @@ class _Trainer:
 
     def run(self) -> TrainResult:
         tc, ctx = self.tc, self.ctx
-        bar = tqdm(total=tc.max_steps, initial=self.step, unit="step", disable=not self.progress,
+        bar = tqdm(total=self._expected_steps(None), initial=self.step, unit="step", disable=not self.progress,
                    dynamic_ncols=True, desc="train")
         pending: list[tuple[Tensor, Tensor]] = []
         eval_seconds, stopped_by = 0.0, None
@@ -333,18 +367,16 @@ class _Trainer:
                     now = time.monotonic()
                     self.elapsed = now - start
                     bar.update(1)
-                    stopped_by = signals.received or self._limit_reached(eval_seconds)
                     due = {name: self.step % every == 0 for name, every in
                            (("log", tc.log_every), ("eval", tc.eval_every), ("ckpt", tc.checkpoint_every))}
-                    if ctx.enabled and (due["log"] or stopped_by):
-                        code = ctx.agree(_STOP_CODES.index(stopped_by))
-                        stopped_by = _STOP_CODES[code]
+                    stopped_by = self._should_stop(signals, eval_seconds, due["log"])
                     interrupted = stopped_by in ("SIGINT", "SIGTERM")
                     scalars: dict[str, Any] = {}
-                    if due["log"] or due["eval"] or due["ckpt"] or stopped_by:
+                    if due["log"] or due["eval"] or due["ckpt"] or (stopped_by and not interrupted):
                         scalars = self._flush(pending, now - last_log)
                         pending = []
                         bar.set_postfix_str(self._postfix(scalars), refresh=False)
+                        bar.total = self._expected_steps(bar.format_dict["rate"])
                     if due["eval"] or (stopped_by and not interrupted):
                         tick = time.monotonic()
                         scalars.update(self._evaluate())

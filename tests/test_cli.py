@@ -1,0 +1,140 @@
+"""End to end through the real command line: a subprocess for the main paths, CliRunner for the errors."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from charrnn.checkpoint import save_checkpoint
+from charrnn.cli import main
+from tests.conftest import ROOT, run_cli
+
+
+def one_line_error(result) -> str:
+    """The error text, after checking it is one line, with no traceback, and a non-zero exit."""
+    err = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    assert result.returncode if hasattr(result, "returncode") else result.exit_code
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    return lines[0]
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_train_writes_the_run_dir(tiny_run):
+    assert (tiny_run / "config.toml").is_file()
+    assert {p.name for p in (tiny_run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+    assert (tiny_run / "metrics.jsonl").read_text().count("\n") == 6
+    assert any((tiny_run / "tb").iterdir())
+
+
+def test_sample_is_reproducible_with_a_seed(tiny_run):
+    args = ("sample", tiny_run, "--length", 80, "--seed", 3, "--prime", "def ")
+    first, second = run_cli(*args).stdout, run_cli(*args).stdout
+    assert first == second and first.startswith(b"def ") and len(first.decode()) == 4 + 80 + 1
+    other = run_cli("sample", tiny_run, "--length", 80, "--seed", 4, "--prime", "def ").stdout
+    assert other != first
+
+
+def test_sample_options_and_several_samples(tiny_run):
+    out = run_cli("sample", tiny_run / "checkpoints" / "last.pt", "-n", 30, "--num-samples", 3, "--top-k", 5,
+                  "--top-p", 0.9, "--temperature", 0.7, "--seed", 1, "--device", "cpu").stdout.decode()
+    assert [line for line in out.splitlines() if line.startswith("=====")] == \
+        ["===== sample 1 =====", "===== sample 2 =====", "===== sample 3 ====="]
+
+
+def test_eval_json_and_text(tiny_run, corpus_file):
+    data = json.loads(run_cli("eval", tiny_run, corpus_file, "--json").stdout)
+    assert set(data) == {"loss", "bpc", "chars", "skipped"}
+    assert data["bpc"] == pytest.approx(data["loss"] / 0.6931471805599453)
+    assert 0 < data["loss"] < 5 and data["chars"] > 15_000 and data["skipped"] == 0
+    text = cli("eval", tiny_run, corpus_file)
+    assert text.exit_code == 0 and "nats/char" in text.stdout and "bpc" in text.stdout
+
+
+def test_eval_skips_and_counts_unknown_characters(tiny_run, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("def f(x):\n    return x  # ☃☃☃\n" * 30)
+    data = json.loads(cli("eval", tiny_run, other, "--json").stdout)
+    assert data["skipped"] == 90
+
+
+def test_info(tiny_run):
+    out = run_cli("info", tiny_run).stdout.decode()
+    for expected in ("step:        30", "best val:", "parameters:", "vocabulary:", "hidden_size = 64", "[train]"):
+        assert expected in out
+
+
+def test_python_m_and_every_help_text():
+    out = run_cli("--help").stdout.decode()
+    assert all(cmd in out for cmd in ("train", "sample", "eval", "info"))
+    for command, options in {"train": ["--run-dir", "--config", "--set", "--max-steps", "--max-epochs",
+                                       "--time-budget", "--device", "--seed", "--resume", "--overwrite"],
+                             "sample": ["--length", "--temperature", "--prime", "--top-k", "--top-p", "--seed",
+                                        "--num-samples", "--device"],
+                             "eval": ["--json"], "info": []}.items():
+        text = cli(command, "--help").stdout
+        assert all(opt in text for opt in options), command
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "nope.txt", "--run-dir", "{tmp}/r"], "corpus not found: "),
+    (["train", "{corpus}", "--run-dir", "{tmp}/r", "--set", "train.lr=0"], "train.lr must be > 0"),
+    (["train", "{corpus}", "--run-dir", "{tmp}/r", "--set", "model.num_layers=0"], "model.num_layers must be >= 1"),
+    (["train", "{corpus}", "--run-dir", "{tmp}/r", "--set", "model.dropout=1"], "model.dropout must be in [0, 1)"),
+    (["train", "{corpus}", "--run-dir", "{tmp}/r", "--set", "train.seq_len=0"], "train.seq_len must be >= 1"),
+    (["train", "{corpus}", "--run-dir", "{tmp}/r", "--set", "train.wat=1"], "unknown config key train.wat"),
+    (["train", "{corpus}", "--run-dir", "{tmp}/r", "--config", "{tmp}/no.toml"], "config file not found"),
+    (["train", "{corpus}", "--run-dir", "{tmp}/r", "--encoding", "nope"], "unknown encoding 'nope'"),
+    (["train", "{corpus}"], "missing --run-dir"),
+    (["train", "--run-dir", "{tmp}/r"], "missing CORPUS"),
+    (["train", "--resume", "{tmp}/none"], "nothing to resume in"),
+    (["sample", "{run}", "--temperature", "-1"], "--temperature must be >= 0"),
+    (["sample", "{run}", "--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["sample", "{run}", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["sample", "{run}", "--top-k", "-2"], "--top-k must be >= 1"),
+    (["sample", "{run}", "--length", "-5"], "--length must be >= 0"),
+    (["sample", "{run}", "--prime", "日本"], "2 character(s) not in the model's vocabulary: '日', '本'"),
+    (["sample", "{tmp}/missing.pt"], "checkpoint not found"),
+    (["sample", "{tmp}"], "holds no checkpoints/best.pt"),
+    (["eval", "{run}", "{tmp}/missing.txt"], "file not found"),
+    (["info", "{tmp}/garbage.pt"], "is not a readable checkpoint"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, tiny_run, corpus_file, args, message):
+    (tmp_path / "garbage.pt").write_bytes(b"\x00garbage" * 100)
+    fill = {"tmp": tmp_path, "run": tiny_run, "corpus": corpus_file}
+    line = one_line_error(cli(*[a.format(**fill) for a in args]))
+    assert message in line
+    assert not (tmp_path / "r").exists()  # no half-written run dir
+
+
+def test_cuda_on_a_machine_without_it(tmp_path, tiny_run, corpus_file):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    line = one_line_error(cli("sample", tiny_run, "--device", "cuda"))
+    assert "CUDA is not available on this machine" in line
+    line = one_line_error(cli("train", corpus_file, "--run-dir", tmp_path / "r", "--device", "cuda"))
+    assert "CUDA is not available" in line and not (tmp_path / "r").exists()
+
+
+def test_refuses_a_pickled_object_checkpoint(tmp_path):
+    torch.save({"format_version": 1, "x": torch.nn.Linear(2, 2)}, tmp_path / "evil.pt")
+    assert "holds objects other than tensors" in one_line_error(cli("info", tmp_path / "evil.pt"))
+
+
+def test_refuses_an_unknown_format_version(tmp_path):
+    save_checkpoint(tmp_path / "future.pt", {})
+    data = torch.load(tmp_path / "future.pt", weights_only=True)
+    torch.save({**data, "format_version": 2}, tmp_path / "future.pt")
+    assert "checkpoint format 2" in one_line_error(cli("info", tmp_path / "future.pt"))
+
+
+def test_existing_run_dir_is_refused_through_the_cli(tiny_run, corpus_file):
+    before = (tiny_run / "checkpoints" / "last.pt").read_bytes()
+    line = one_line_error(cli("train", corpus_file, "--run-dir", tiny_run, "--config", ROOT / "configs" / "tiny.toml"))
+    assert "already holds a run" in line
+    assert (tiny_run / "checkpoints" / "last.pt").read_bytes() == before

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from charrnn.config import Config, from_dict, load_config
+from charrnn.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_valid_and_round_trip_through_toml(tmp_path):
+    cfg = load_config(None)
+    path = tmp_path / "c.toml"
+    path.write_text(cfg.to_toml())
+    assert load_config(path) == cfg
+
+
+@pytest.mark.parametrize("name", ["tiny", "shakespeare", "large-gpu"])
+def test_shipped_configs_load(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.toml")
+    assert isinstance(cfg, Config)
+
+
+def test_overrides_parse_toml_values_and_bare_strings():
+    cfg = load_config(None, ["train.lr=3e-3", "model.num_layers=3", "train.device=cuda:1", "data.path='a b'",
+                             "train.max_epochs=2"])
+    assert cfg.train.lr == 3e-3 and cfg.model.num_layers == 3
+    assert cfg.train.device == "cuda:1" and cfg.data.path == "a b"
+    assert cfg.train.max_epochs == 2.0 and isinstance(cfg.train.max_epochs, float)
+
+
+def test_config_is_frozen():
+    cfg = load_config(None)
+    with pytest.raises(AttributeError):
+        cfg.train.lr = 1.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.bogus=1", "unknown config key train.bogus"),
+    ("nope.lr=1", "unknown config section [nope]"),
+    ("train.lr=0", "train.lr must be > 0"),
+    ("train.lr=-1e-3", "train.lr must be > 0"),
+    ("train.lr='fast'", "train.lr must be a finite number"),
+    ("model.num_layers=0", "model.num_layers must be >= 1"),
+    ("model.num_layers=1.5", "model.num_layers must be an integer"),
+    ("model.dropout=1.0", "model.dropout must be in [0, 1)"),
+    ("train.seq_len=0", "train.seq_len must be >= 1"),
+    ("train.batch_size=true", "train.batch_size must be an integer"),
+    ("data.val_fraction=1", "data.val_fraction must be in (0, 1)"),
+    ("train.precision=fp8", "train.precision must be 'fp32', 'bf16' or 'fp16'"),
+    ("lr=3", "expected section.key=value"),
+    ("train.lr", "expected section.key=value"),
+])
+def test_bad_overrides_are_clear_errors(override, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, [override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nlr = ")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_config(bad)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[model]\nhidden = 3\n")
+    with pytest.raises(UserError, match="unknown config key model.hidden"):
+        load_config(unknown)
+
+
+def test_from_dict_rejects_non_table_section():
+    with pytest.raises(UserError, match="must be a table"):
+        from_dict({"train": 3})

@@ -1,0 +1,95 @@
+"""Interrupting real training processes: SIGINT/SIGTERM save and resume exactly; kill -9 never corrupts."""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from tests.conftest import ROOT, run_cli
+
+SETTINGS = ["--config", str(ROOT / "configs" / "tiny.toml"), "--device", "cpu", "--max-steps", "60",
+            "--set", "train.checkpoint_every=25", "--set", "model.dropout=0.1", "--set", "model.hidden_size=48"]
+
+
+def start(corpus, run_dir, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(corpus), "--run-dir", str(run_dir),
+                             *SETTINGS, *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_step(run_dir, step, proc, timeout=60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.exists():
+            lines = metrics.read_text().splitlines()
+            if lines and json.loads(lines[-1])["step"] >= step:
+                return
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    raise AssertionError(f"never reached step {step}")
+
+
+def final_weights(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, corpus_file):
+    run_dir = tmp_path_factory.mktemp("full") / "run"
+    run_cli("train", corpus_file, "--run-dir", run_dir, *SETTINGS)
+    return run_dir
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_and_resume_matches_an_uninterrupted_run(tmp_path, corpus_file, uninterrupted, sig, code):
+    run_dir = tmp_path / "run"
+    proc = start(corpus_file, run_dir)
+    wait_for_step(run_dir, 10, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err.decode()
+    assert f"continue with: charrnn train --resume {run_dir}" in err.decode()
+    stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    assert 10 <= stopped < 60
+    run_cli("train", "--resume", run_dir)
+    expected, got = final_weights(uninterrupted), final_weights(run_dir)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 60
+
+
+def test_second_ctrl_c_aborts_at_once_leaving_the_checkpoint_intact(tmp_path, corpus_file):
+    run_dir = tmp_path / "run"
+    proc = start(corpus_file, run_dir, "--set", "train.checkpoint_every=1")
+    wait_for_step(run_dir, 5, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"Traceback" not in err
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] >= 5
+
+
+def test_kill_9_at_random_moments_never_leaves_an_unloadable_checkpoint(tmp_path, corpus_file):
+    run_dir = tmp_path / "run"
+    rng = random.Random(0)
+    loaded = 0
+    for _ in range(6):
+        has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()
+        extra = ["--resume", str(run_dir)] if has_ckpt else ["--overwrite"]
+        args = ["train", *(extra if has_ckpt else [str(corpus_file), "--run-dir", str(run_dir), *extra]), *SETTINGS,
+                "--max-steps", "100000", "--set", "train.checkpoint_every=1", "--set", "model.hidden_size=256"]
+        proc = subprocess.Popen([sys.executable, "-m", "charrnn", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(3.0, 6.0))
+        proc.kill()
+        proc.wait()
+        for path in (run_dir / "checkpoints").glob("*.pt") if (run_dir / "checkpoints").exists() else []:
+            load_checkpoint(path)  # raises if torn
+            loaded += 1
+    assert loaded > 0

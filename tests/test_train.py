@@ -1,0 +1,192 @@
+import json
+import math
+import signal
+
+import pytest
+import torch
+
+from charrnn import train as train_mod
+from charrnn.checkpoint import load_checkpoint
+from charrnn.config import load_config
+from charrnn.errors import UserError
+from charrnn.train import lr_at, resume_config, train
+
+TINY = ["model.embed_dim=16", "model.hidden_size=32", "model.num_layers=2", "train.batch_size=16",
+        "train.seq_len=64", "train.lr=1e-2", "train.warmup_steps=5", "train.max_steps=40", "train.eval_every=10",
+        "train.checkpoint_every=10", "train.sample_every=20", "train.sample_length=40", "train.log_every=5",
+        "train.device='cpu'", "model.dropout=0.1"]
+
+
+def config(corpus, *extra):
+    return load_config(None, [*TINY, f"data.path='{corpus}'", *extra])
+
+
+def weights(run_dir, name="last.pt"):
+    return load_checkpoint(run_dir / "checkpoints" / name)["model"]
+
+
+def steps_logged(run_dir):
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def interrupt_after(monkeypatch, step):
+    """Deliver a real SIGINT to this process while training step `step` runs."""
+    original = train_mod._Trainer._train_step
+
+    def step_then_signal(self):
+        out = original(self)
+        if self.step == step:
+            signal.raise_signal(signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(train_mod._Trainer, "_train_step", step_then_signal)
+
+
+def test_lr_warms_up_then_decays_to_the_floor():
+    cfg = load_config(None, ["train.lr=1.0", "train.warmup_steps=10", "train.min_lr_ratio=0.1"]).train
+    assert lr_at(cfg, 0, 0.0) == pytest.approx(0.1) and lr_at(cfg, 9, 0.0) == pytest.approx(1.0)
+    assert lr_at(cfg, 10, 0.0) == pytest.approx(1.0)
+    assert lr_at(cfg, 50, 0.5) == pytest.approx(0.55)
+    assert lr_at(cfg, 100, 1.0) == pytest.approx(0.1) and lr_at(cfg, 200, 2.0) == pytest.approx(0.1)
+
+
+def test_same_seed_same_run(tmp_path, corpus_file):
+    train(config(corpus_file), tmp_path / "a")
+    train(config(corpus_file), tmp_path / "b")
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = train(config(corpus_file, "train.seed=7"), tmp_path / "c")
+    assert not torch.equal(weights(tmp_path / "c")["head.weight"], a["head.weight"]) and c.step == 40
+
+
+def test_run_dir_contents_and_metrics(tmp_path, corpus_file):
+    result = train(config(corpus_file), tmp_path / "r")
+    run = tmp_path / "r"
+    assert (run / "config.toml").is_file() and (run / "checkpoints" / "best.pt").is_file()
+    assert load_config(run / "config.toml") == config(corpus_file)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(5, 41, 5))
+    train_keys = {"train/loss", "train/bpc", "train/lr", "train/grad_norm", "train/chars_per_sec"}
+    assert all(train_keys <= r.keys() for r in records)
+    assert [r["step"] for r in records if "val/loss" in r] == [10, 20, 30, 40]
+    last = records[-1]
+    assert last["val/bpc"] == pytest.approx(last["val/loss"] / math.log(2))
+    assert result.val_loss == pytest.approx(last["val/loss"])
+    assert result.best_val_loss == min(r["val/loss"] for r in records if "val/loss" in r)
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["best_val_loss"] == result.best_val_loss
+
+
+def test_tensorboard_has_the_scalars_and_samples(tmp_path, corpus_file):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(config(corpus_file), tmp_path / "r")
+    events = EventAccumulator(str(tmp_path / "r" / "tb")).Reload()
+    assert {"train/loss", "train/bpc", "val/loss", "val/bpc", "train/lr", "train/grad_norm",
+            "train/chars_per_sec"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Tensors("samples/text_summary")] == [20, 40]
+
+
+@pytest.mark.parametrize("stop_at", [7, 10, 18, 33])  # mid-epoch, right after an eval, an epoch boundary, late
+def test_interrupted_then_resumed_run_is_bitwise_identical(tmp_path, corpus_file, monkeypatch, stop_at):
+    cfg = config(corpus_file)
+    full = train(cfg, tmp_path / "full")
+    with monkeypatch.context() as m:
+        interrupt_after(m, stop_at)
+        first = train(cfg, tmp_path / "split")
+    assert first.stopped_by == "SIGINT" and first.step == stop_at
+    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["step"] == stop_at
+    resumed = train(resume_config(tmp_path / "split", []), tmp_path / "split", resume=True)
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.best_val_loss == full.best_val_loss and resumed.step == full.step
+    assert steps_logged(tmp_path / "split") == steps_logged(tmp_path / "full")
+
+
+def test_resume_can_extend_the_run_and_continues_metrics(tmp_path, corpus_file):
+    train(config(corpus_file, "train.max_steps=20"), tmp_path / "r")
+    cfg = resume_config(tmp_path / "r", ["train.max_steps=30", "train.eval_every=5"])
+    result = train(cfg, tmp_path / "r", resume=True)
+    assert result.step == 30 and steps_logged(tmp_path / "r") == [5, 10, 15, 20, 25, 30]
+
+
+def test_resume_refuses_a_changed_model_or_corpus(tmp_path, corpus_file):
+    train(config(corpus_file, "train.max_steps=10"), tmp_path / "r")
+    with pytest.raises(UserError, match=r"cannot change model.hidden_size when resuming \(32 -> 64\)"):
+        resume_config(tmp_path / "r", ["model.hidden_size=64"])
+    with pytest.raises(UserError, match="cannot change train.batch_size"):
+        resume_config(tmp_path / "r", ["train.batch_size=4"])
+    other = tmp_path / "other.txt"
+    other.write_text(corpus_file.read_text()[::-1])
+    with pytest.raises(UserError, match="is not the text this run was trained on"):
+        train(resume_config(tmp_path / "r", [f"data.path='{other}'"]), tmp_path / "r", resume=True)
+    with pytest.raises(UserError, match="nothing to resume"):
+        resume_config(tmp_path / "empty", [])
+
+
+def test_existing_run_is_never_overwritten_without_consent(tmp_path, corpus_file):
+    train(config(corpus_file, "train.max_steps=10"), tmp_path / "r")
+    before = (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(UserError, match="already holds a run: pass --resume .* or --overwrite"):
+        train(config(corpus_file, "train.max_steps=20"), tmp_path / "r")
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes() == before
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    assert train(config(corpus_file, "train.max_steps=20"), tmp_path / "r", overwrite=True).step == 20
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
+    assert steps_logged(tmp_path / "r")[-1] == 20 and steps_logged(tmp_path / "r")[0] == 5
+
+
+def test_nan_loss_stops_cleanly_keeping_the_last_good_checkpoint(tmp_path, corpus_file, monkeypatch):
+    real = train_mod.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, targets, reduction="mean"):
+        calls["n"] += 1
+        loss = real(logits, targets, reduction)
+        return loss * float("nan") if calls["n"] == 14 else loss  # the 14th training step
+
+    monkeypatch.setattr(train_mod, "cross_entropy", poisoned)
+    with pytest.raises(UserError, match=r"the loss became nan at step 14; stopped.*--resume .* --set train.lr="):
+        train(config(corpus_file, "train.eval_every=100"), tmp_path / "r")
+    monkeypatch.undo()
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert state["step"] == 10 and all(t.isfinite().all() for t in state["model"].values())
+    result = train(resume_config(tmp_path / "r", ["train.lr=1e-3"]), tmp_path / "r", resume=True)
+    assert result.step == 40 and math.isfinite(result.val_loss)
+
+
+def test_tiny_corpus_shrinks_the_batch_with_a_warning(tmp_path):
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("to be or not to be, that is the question. " * 4)
+    messages = []
+    result = train(config(corpus, "train.max_steps=5"), tmp_path / "r", echo=messages.append)
+    assert result.step == 5
+    assert any("train split has only" in m for m in messages)
+    assert any("validation split has only" in m for m in messages)
+
+
+def test_too_small_corpus_is_refused_before_creating_the_run_dir(tmp_path):
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("tiny text")
+    with pytest.raises(UserError, match="too few to train or evaluate on"):
+        train(config(corpus), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_time_budget_stops_the_run(tmp_path, corpus_file):
+    result = train(config(corpus_file, "train.max_steps=100000", "train.time_budget=2.0"), tmp_path / "r")
+    assert result.stopped_by == "time_budget" and 0 < result.step < 100000
+
+
+def test_max_epochs_stops_the_run(tmp_path, corpus_file):
+    result = train(config(corpus_file, "train.max_steps=100000", "train.max_epochs=1"), tmp_path / "r")
+    assert result.stopped_by == "max_epochs"
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["window"]) == (1, 0)
+
+
+def test_cuda_without_cuda_is_a_clear_error(tmp_path, corpus_file):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UserError, match="CUDA is not available on this machine"):
+        train(config(corpus_file, "train.device='cuda'"), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
