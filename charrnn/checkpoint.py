@@ -106,7 +106,9 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[CharLSTM
     vocab = Vocab(state["vocab"], state["byte_level"])
     model = CharLSTM(vocab.size, cfg.model)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), vocab, state
+    model = model.to(device).eval()
+    model.lstm.flatten_parameters()
+    return model, vocab, state
 
 
 def describe(path: Path) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,18 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("\naborted", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # e.g. `charrnn sample ... | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush into
+            sys.exit(0)
 
 
 def _note(message: str) -> None:
     click.echo(message, err=True)
+
+
+def _interactive() -> bool:
+    """Progress bars only on a terminal: in logs and pipes they are noise."""
+    return sys.stderr.isatty()
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,7 +95,7 @@ def train(corpus: Path | None, run_dir: Path | None, config_file: Path | None, o
             raise UserError("missing CORPUS: the text file or directory to train on")
         cfg = load_config(config_file, overrides)
     result = run_training(cfg, run_dir, resume=resume_dir is not None, overwrite=overwrite, echo=_note,
-                          progress=True)
+                          progress=_interactive())
     if result.stopped_by in ("SIGINT", "SIGTERM"):
         sys.exit(130 if result.stopped_by == "SIGINT" else 143)
     _note(f"stopped by {result.stopped_by} at step {result.step}: val loss {result.val_loss:.4f} nats/char "
@@ -143,7 +152,7 @@ def evaluate(checkpoint: Path, text_file: Path, as_json: bool, device: str) -> N
     """
     from charrnn.evaluation import evaluate_file
 
-    result = evaluate_file(checkpoint, text_file, device, progress=not as_json)
+    result = evaluate_file(checkpoint, text_file, device, progress=_interactive() and not as_json)
     if as_json:
         click.echo(json.dumps({"loss": result.loss, "bpc": result.bpc, "chars": result.chars,
                                "skipped": result.skipped}))
@@ -173,10 +182,12 @@ def info(checkpoint: Path) -> None:
 @click.option("--steps", default=8, show_default=True, type=int, help="Timed steps per measurement.")
 @click.option("--rounds", default=2, show_default=True, type=int,
               help="Interleaved repeats of each measurement; the best counts.")
+@click.option("--sample-length", default=400, show_default=True, type=int,
+              help="Characters generated per sampling measurement.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "json_file", type=click.Path(path_type=Path), help="Also write the results as JSON here.")
-def bench(corpus: Path | None, shapes: str, batch_size: int, seq_len: int, steps: int, rounds: int, device: str,
-          json_file: Path | None) -> None:
+def bench(corpus: Path | None, shapes: str, batch_size: int, seq_len: int, steps: int, rounds: int,
+          sample_length: int, device: str, json_file: Path | None) -> None:
     """Measure training throughput against a bare PyTorch loop and the matmul peak, and sampling speed."""
     import sysconfig
 
@@ -187,7 +198,8 @@ def bench(corpus: Path | None, shapes: str, batch_size: int, seq_len: int, steps
         parsed = [Shape.parse(s) for s in shapes.split(",")]
     except ValueError:
         raise UserError(f"bad --shapes {shapes!r}: use e.g. 2x128,2x512") from None
-    result = run_bench(corpus, parsed, device, batch_size, seq_len, steps, rounds, report=_note)
+    result = run_bench(corpus, parsed, device, batch_size, seq_len, steps, rounds, sample_length=sample_length,
+                       report=_note)
     click.echo(format_table(result))
     if json_file is not None:
         json_file.write_text(json.dumps(result.to_dict(), indent=2))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import random
 import shutil
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,14 +18,16 @@ from tqdm import tqdm
 
 from charrnn import checkpoint
 from charrnn.batching import Streams, fit_batch
-from charrnn.config import Config, TrainConfig, from_dict
+from charrnn.config import Config, from_dict
 from charrnn.corpus import Corpus, Vocab, load_corpus
 from charrnn.distributed import Context, autocast, setup, teardown
 from charrnn.errors import UserError
 from charrnn.evaluation import evaluate
 from charrnn.metrics import MetricsLogger
 from charrnn.model import CharLSTM, Hidden, cross_entropy, detach
+from charrnn.optim import lr_at, make_optimizer
 from charrnn.sampling import sample_text
+from charrnn.signals import StopSignals
 
 LN2 = math.log(2)
 SAMPLE_TEMPERATURE = 0.8  # for the samples logged to TensorBoard: cooler than 1, still varied
@@ -45,19 +46,6 @@ class TrainResult:
     val_loss: float | None  # at the end; None when interrupted before a final evaluation
     stopped_by: str  # max_steps, max_epochs, time_budget, SIGINT or SIGTERM
     run_dir: Path
-
-
-def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warmup over warmup_steps, then cosine (or constant) decay to lr * min_lr_ratio.
-
-    `progress` in [0, 1] is how far the run is: by steps, or by time under a time budget.
-    """
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return cfg.lr
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def resume_config(run_dir: Path, overrides: Sequence[str]) -> Config:
@@ -98,31 +86,6 @@ def _clear_run(run_dir: Path) -> None:
             path.unlink()
 
 
-class _Signals:
-    """The first SIGINT/SIGTERM asks the loop to stop after this step; a second SIGINT aborts at once."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-
-    def __enter__(self) -> _Signals:
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _rng_state(ctx: Context) -> dict[str, Any]:
     return {"python": random.getstate(), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if ctx.device.type == "cuda" else []}
@@ -133,14 +96,6 @@ def _set_rng_state(state: dict[str, Any], ctx: Context) -> None:
     torch.set_rng_state(state["torch"])
     if ctx.device.type == "cuda" and state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _optimizer(model: CharLSTM, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    # Decay matrices only: biases and gains are few and decaying them only hurts.
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
 
 
 def _all_finite(model: CharLSTM) -> bool:
@@ -172,6 +127,10 @@ class _Trainer:
         self.echo, self.progress = echo, progress
         self.vocab: Vocab = corpus.vocab
         self.corpus_sha = corpus.sha256
+        if corpus.encode_seconds:
+            mb = corpus.size_bytes / 1e6
+            echo(f"encoded {mb:,.1f} MB into {len(corpus.ids):,} ids over {corpus.vocab.size} symbols in "
+                 f"{corpus.encode_seconds:.1f}s ({mb / corpus.encode_seconds:,.1f} MB/s, both passes); cached")
         if corpus.skipped:
             echo(f"skipped {len(corpus.skipped)} binary or undecodable file(s), e.g. {corpus.skipped[0]}")
         split = int(len(corpus.ids) * (1 - cfg.data.val_fraction))
@@ -197,8 +156,9 @@ class _Trainer:
                             "differs); resume needs the same corpus")
         torch.manual_seed(self.tc.seed)  # the same initial weights in every process
         self.model = CharLSTM(self.vocab.size, cfg.model).to(ctx.device)
-        self.optimizer = _optimizer(self.model, self.tc, ctx.device)
-        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.tc.precision == "fp16")
+        self.optimizer = make_optimizer(self.model, self.tc, ctx.device)
+        # cuDNN's LSTM runs in fp16 under autocast even when bf16 is asked for, so both need loss scaling.
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.tc.precision != "fp32")
         self.step = self.epoch = self.window = 0
         self.elapsed, self.best_val, self.val_loss = 0.0, math.inf, None
         self.hidden = self.model.init_hidden(self.streams.batch_size, ctx.device)
@@ -217,6 +177,7 @@ class _Trainer:
         if ctx.is_main:
             (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
             self.logger = MetricsLogger(run_dir, self.step if resume else None)
+        self.model.lstm.flatten_parameters()  # one contiguous weight buffer for cuDNN
         self.net = self.model
         if ctx.enabled:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -259,7 +220,7 @@ class _Trainer:
             return "time_budget"
         return None
 
-    def _should_stop(self, signals: _Signals, eval_reserve: float, log_step: bool) -> str | None:
+    def _should_stop(self, signals: StopSignals, eval_reserve: float, log_step: bool) -> str | None:
         """Why to stop after this step, if at all; every process reaches the same answer at the same step."""
         reason = signals.received or self._limit_reached(eval_reserve)
         if not self.ctx.enabled:
@@ -361,7 +322,7 @@ class _Trainer:
         eval_seconds, stopped_by = 0.0, None
         start = last_log = time.monotonic() - self.elapsed
         try:
-            with _Signals() as signals:
+            with StopSignals() as signals:
                 while stopped_by is None:
                     pending.append(self._train_step())
                     now = time.monotonic()

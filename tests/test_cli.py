@@ -138,3 +138,19 @@ def test_existing_run_dir_is_refused_through_the_cli(tiny_run, corpus_file):
     line = one_line_error(cli("train", corpus_file, "--run-dir", tiny_run, "--config", ROOT / "configs" / "tiny.toml"))
     assert "already holds a run" in line
     assert (tiny_run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_raw_bytes_corpus_trains_and_samples_bytes(tmp_path):
+    data = bytes(range(256)) * 40 + b"\x00\xff binary \r\n" * 200
+    (tmp_path / "blob.bin").write_bytes(data)
+    run_cli("train", tmp_path / "blob.bin", "--run-dir", tmp_path / "r", "--config", ROOT / "configs" / "tiny.toml",
+            "--encoding", "bytes", "--max-steps", 5, "--device", "cpu")
+    out = run_cli("sample", tmp_path / "r", "--length", 100, "--seed", 0, "--prime", "").stdout
+    assert len(out) == 101  # 100 raw bytes and a newline, whatever their values
+    assert "256 bytes" in run_cli("info", tmp_path / "r").stdout.decode()
+
+
+def test_binary_file_without_bytes_encoding_is_refused(tmp_path):
+    (tmp_path / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
+    line = one_line_error(cli("train", tmp_path / "blob.bin", "--run-dir", tmp_path / "r"))
+    assert "NUL bytes" in line and "--encoding bytes" in line and not (tmp_path / "r").exists()

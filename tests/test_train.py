@@ -9,7 +9,8 @@ from charrnn import train as train_mod
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import load_config
 from charrnn.errors import UserError
-from charrnn.train import lr_at, resume_config, train
+from charrnn.optim import lr_at
+from charrnn.train import resume_config, train
 
 TINY = ["model.embed_dim=16", "model.hidden_size=32", "model.num_layers=2", "train.batch_size=16",
         "train.seq_len=64", "train.lr=1e-2", "train.warmup_steps=5", "train.max_steps=40", "train.eval_every=10",
@@ -107,6 +108,22 @@ def test_resume_can_extend_the_run_and_continues_metrics(tmp_path, corpus_file):
     cfg = resume_config(tmp_path / "r", ["train.max_steps=30", "train.eval_every=5"])
     result = train(cfg, tmp_path / "r", resume=True)
     assert result.step == 30 and steps_logged(tmp_path / "r") == [5, 10, 15, 20, 25, 30]
+
+
+def test_resume_after_a_crash_drops_metrics_logged_past_the_checkpoint(tmp_path, corpus_file):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(config(corpus_file, "train.max_steps=20", "train.checkpoint_every=10"), tmp_path / "r")
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    from charrnn.checkpoint import save_checkpoint
+
+    state["step"], state["epoch"], state["window"] = 10, 0, 10  # as if killed right after step 10
+    save_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt", state)
+    train(resume_config(tmp_path / "r", []), tmp_path / "r", resume=True)
+    assert steps_logged(tmp_path / "r") == [5, 10, 15, 20]
+    events = EventAccumulator(str(tmp_path / "r" / "tb")).Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == [5, 10, 15, 20]  # TensorBoard purged the orphaned 15 and 20 logged before the "crash"
 
 
 def test_resume_refuses_a_changed_model_or_corpus(tmp_path, corpus_file):
