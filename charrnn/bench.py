@@ -135,11 +135,12 @@ def sampling_speed(shape: Shape, embed_dim: int, vocab_size: int, num_samples: i
     vocab = Vocab("".join(chr(32 + i) for i in range(vocab_size)))
     model = CharLSTM(vocab_size, ModelConfig(embed_dim, shape.hidden_size, shape.num_layers)).to(device)
     generator = torch.Generator(device=device).manual_seed(0)
-    for _ in generate(model, vocab, "a", 20, num_samples=num_samples, generator=generator):
+    prime = vocab.chars[0]
+    for _ in generate(model, vocab, prime, 20, num_samples=num_samples, generator=generator):
         pass
     _sync(device)
     start = time.perf_counter()
-    for _ in generate(model, vocab, "a", length, num_samples=num_samples, generator=generator):
+    for _ in generate(model, vocab, prime, length, num_samples=num_samples, generator=generator):
         pass
     _sync(device)
     return num_samples * length / (time.perf_counter() - start)
