@@ -123,6 +123,6 @@ def describe(path: Path) -> list[str]:
              f"parameters:  {model.num_params():,}",
              f"vocabulary:  {vocab.size} {'bytes' if vocab.byte_level else 'characters'}: {shown}"
              + (" ..." if vocab.size > 80 else ""),
-             f"corpus hash: {state['corpus_sha256'][:16]}",
+             f"corpus hash: {state['corpus_hash'][:16]}",
              "config:"]
     return lines + ["  " + line for line in from_dict(state["config"]).to_toml().splitlines()]

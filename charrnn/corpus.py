@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from charrnn.errors import UserError
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 256 << 10  # small enough that per-chunk temporaries stay in cache
 BYTES = "bytes"  # the encoding name that means "raw bytes, 256 symbols"
 _MAX_CODEPOINT = 0x110000
 _CACHE_FORMAT = 1
@@ -72,7 +72,7 @@ class Vocab:
 class Corpus:
     ids: np.ndarray  # (N,) read-only memory map
     vocab: Vocab
-    sha256: str  # of the raw bytes of the files that were used
+    content_hash: str  # BLAKE2b of the raw bytes of the files that were used
     files: int
     skipped: tuple[str, ...]  # files left out of a directory corpus, with the reason
     encode_seconds: float = 0.0  # 0 when it came from the cache
@@ -135,7 +135,7 @@ def iter_text(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = l
             started, text = True, text.removeprefix("\ufeff")
         held_cr = "\r" if text.endswith("\r") else ""  # its LF may start the next chunk
         text = text[: len(text) - len(held_cr)]
-        yield text.replace("\r\n", "\n").replace("\r", "\n")
+        yield text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     try:
         tail = decoder.decode(b"", final=True)
     except UnicodeDecodeError:
@@ -146,7 +146,23 @@ def iter_text(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = l
 
 
 def _codepoints(text: str) -> np.ndarray:
+    if text.isascii():  # O(1) in CPython, and the common case: one byte per character
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+
+
+def _mark(seen: np.ndarray, text: str) -> None:
+    """Set seen[c] for every code point c in `text`."""
+    points = _codepoints(text)
+    if points.dtype == np.uint8:
+        seen[:128] |= np.bincount(points, minlength=128).astype(bool)
+    else:
+        seen[points] = True
+
+
+def _lookup(table: np.ndarray, text: str) -> np.ndarray:
+    """table[c] for every code point c in `text`."""
+    return np.take(table, _codepoints(text))
 
 
 def _check_encoding(encoding: str) -> None:
@@ -169,10 +185,10 @@ def _stat_key(files: list[Path], encoding: str) -> str:
 def _scan(files: list[Path], encoding: str, single: bool, bar: tqdm) -> tuple[Vocab, int, str, list[Path], list[str]]:
     """Pass 1: vocabulary, length, content hash, and which files are usable."""
     seen = np.zeros(_MAX_CODEPOINT, dtype=bool)
-    total, digest, used, skipped = 0, hashlib.sha256(), [], []
+    total, digest, used, skipped = 0, hashlib.blake2b(digest_size=16), [], []
     for f in files:
         file_seen = np.zeros(_MAX_CODEPOINT, dtype=bool)
-        file_hash, n = hashlib.sha256(), 0
+        file_hash, n = hashlib.blake2b(digest_size=16), 0
 
         def on_chunk(chunk: bytes, file_hash=file_hash) -> None:
             file_hash.update(chunk)
@@ -183,7 +199,7 @@ def _scan(files: list[Path], encoding: str, single: bool, bar: tqdm) -> tuple[Vo
                 n = sum(len(chunk) for chunk in _read_chunks(f, on_chunk))
             else:
                 for text in iter_text(f, encoding, on_chunk):
-                    file_seen[_codepoints(text)] = True
+                    _mark(file_seen, text)
                     n += len(text)
         except _BadFile as e:
             if single:
@@ -210,7 +226,7 @@ def _write_ids(files: list[Path], encoding: str, vocab: Vocab, total: int, out: 
             if encoding == BYTES:
                 pieces = (np.frombuffer(c, dtype=np.uint8) for c in _read_chunks(path, lambda c: bar.update(len(c))))
             else:
-                pieces = (lookup[_codepoints(t)] for t in iter_text(path, encoding, lambda c: bar.update(len(c))))
+                pieces = (_lookup(lookup, t) for t in iter_text(path, encoding, lambda c: bar.update(len(c))))
             for ids in pieces:
                 written += len(ids)
                 if written > total:
@@ -244,7 +260,7 @@ def load_corpus(path: Path, encoding: str = "utf-8", *, progress: bool = False) 
             what = f"{path} is empty" if path.is_file() else f"directory {path} holds no text files"
             raise UserError(what + (f" ({len(skipped)} binary or undecodable skipped)" if skipped else ""))
         meta = {"format": _CACHE_FORMAT, "chars": vocab.chars, "byte_level": vocab.byte_level,
-                "length": total, "sha256": sha, "files": len(used), "skipped": skipped}
+                "length": total, "hash": sha, "files": len(used), "skipped": skipped}
         entry = _store(entry, meta, lambda out: _write_ids(used, encoding, vocab, total, out,
                                                             _bar("encode", size, progress)))
         return replace(_open_entry(entry), encode_seconds=time.perf_counter() - started, size_bytes=size)
@@ -277,7 +293,7 @@ def _open_entry(entry: Path) -> Corpus:
     meta = json.loads((entry / "meta.json").read_text())
     ids = np.load(entry / "ids.npy", mmap_mode="r")
     vocab = Vocab(meta["chars"], meta["byte_level"])
-    return Corpus(ids, vocab, meta["sha256"], meta["files"], tuple(meta["skipped"]))
+    return Corpus(ids, vocab, meta["hash"], meta["files"], tuple(meta["skipped"]))
 
 
 def encode_file(path: Path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray, int]:
@@ -295,7 +311,7 @@ def encode_file(path: Path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.n
         else:
             texts = iter_text(path, encoding)
         for text in texts:
-            ids = lookup[_codepoints(text)]
+            ids = _lookup(lookup, text)
             keep = ids >= 0
             skipped += int((~keep).sum())
             parts.append(ids[keep].astype(vocab.dtype))

@@ -126,7 +126,7 @@ class _Trainer:
         self.cfg, self.tc, self.run_dir, self.ctx = cfg, cfg.train, run_dir, ctx
         self.echo, self.progress = echo, progress
         self.vocab: Vocab = corpus.vocab
-        self.corpus_sha = corpus.sha256
+        self.corpus_hash = corpus.content_hash
         if corpus.encode_seconds:
             mb = corpus.size_bytes / 1e6
             echo(f"encoded {mb:,.1f} MB into {len(corpus.ids):,} ids over {corpus.vocab.size} symbols in "
@@ -151,7 +151,7 @@ class _Trainer:
 
         state = checkpoint.load_checkpoint(checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST,
                                            ctx.device) if resume else None
-        if state is not None and state["corpus_sha256"] != corpus.sha256:
+        if state is not None and state["corpus_hash"] != corpus.content_hash:
             raise UserError(f"{cfg.data.path} is not the text this run was trained on (its content hash "
                             "differs); resume needs the same corpus")
         torch.manual_seed(self.tc.seed)  # the same initial weights in every process
@@ -205,7 +205,7 @@ class _Trainer:
             rng = [None] * self.ctx.world_size
             torch.distributed.all_gather_object(rng, _rng_state(self.ctx))
         return {"config": self.cfg.to_dict(), "vocab": self.vocab.chars, "byte_level": self.vocab.byte_level,
-                "corpus_sha256": self.corpus_sha, "model": self.model.state_dict(),
+                "corpus_hash": self.corpus_hash, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "epoch": self.epoch, "window": self.window, "elapsed": self.elapsed,
                 "best_val_loss": self.best_val, "val_loss": self.val_loss, "hidden": hidden, "rng": rng}
