@@ -29,7 +29,7 @@ from charrnn.errors import UserError
 CHUNK_BYTES = 256 << 10  # small enough that per-chunk temporaries stay in cache
 BYTES = "bytes"  # the encoding name that means "raw bytes, 256 symbols"
 _MAX_CODEPOINT = 0x110000
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # bump whenever the entry layout changes: old entries are then ignored
 
 
 @dataclass(frozen=True)
