@@ -130,7 +130,7 @@ class _Trainer:
         if corpus.encode_seconds:
             mb = corpus.size_bytes / 1e6
             echo(f"encoded {mb:,.1f} MB into {len(corpus.ids):,} ids over {corpus.vocab.size} symbols in "
-                 f"{corpus.encode_seconds:.1f}s ({mb / corpus.encode_seconds:,.1f} MB/s, both passes); cached")
+                 f"{corpus.encode_seconds:.2f}s ({mb / corpus.encode_seconds:,.1f} MB/s, both passes); cached")
         if corpus.skipped:
             echo(f"skipped {len(corpus.skipped)} binary or undecodable file(s), e.g. {corpus.skipped[0]}")
         split = int(len(corpus.ids) * (1 - cfg.data.val_fraction))
