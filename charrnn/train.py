@@ -319,7 +319,7 @@ class _Trainer:
         bar = tqdm(total=self._expected_steps(None), initial=self.step, unit="step", disable=not self.progress,
                    dynamic_ncols=True, desc="train")
         pending: list[tuple[Tensor, Tensor]] = []
-        eval_seconds, stopped_by = 0.0, None
+        eval_seconds, paused, stopped_by = 0.0, 0.0, None
         start = last_log = time.monotonic() - self.elapsed
         try:
             with StopSignals() as signals:
@@ -334,7 +334,7 @@ class _Trainer:
                     interrupted = stopped_by in ("SIGINT", "SIGTERM")
                     scalars: dict[str, Any] = {}
                     if due["log"] or due["eval"] or due["ckpt"] or (stopped_by and not interrupted):
-                        scalars = self._flush(pending, now - last_log)
+                        scalars = self._flush(pending, now - last_log - paused)
                         pending = []
                         bar.set_postfix_str(self._postfix(scalars), refresh=False)
                         bar.total = self._expected_steps(bar.format_dict["rate"])
@@ -344,16 +344,20 @@ class _Trainer:
                         eval_seconds = time.monotonic() - tick
                         bar.set_postfix_str(self._postfix(scalars), refresh=False)
                     improved = scalars.pop("improved", False)
+                    sample_due = bool(tc.sample_every) and self.step % tc.sample_every == 0
                     if ctx.is_main and scalars:
                         self.logger.log(self.step, scalars)
-                        if tc.sample_every and self.step % tc.sample_every == 0:
-                            text = sample_text(self.model, self.vocab, "", tc.sample_length,
-                                               SAMPLE_TEMPERATURE, tc.seed + self.step)
-                            self.logger.text(self.step, "samples", text)
+                    if ctx.is_main and sample_due:
+                        text = sample_text(self.model, self.vocab, "", tc.sample_length,
+                                           SAMPLE_TEMPERATURE, tc.seed + self.step)
+                        self.logger.text(self.step, "samples", text)
                     if due["ckpt"] or improved or stopped_by:
                         self._save(best=improved, periodic=due["ckpt"])
-                    if scalars:  # chars/s counts training time only, not evaluation or saving
-                        last_log = time.monotonic()
+                    # chars/s counts training time only, not evaluating, sampling or saving
+                    if scalars:
+                        last_log, paused = time.monotonic(), 0.0
+                    else:
+                        paused += time.monotonic() - now
         finally:
             bar.close()
             if ctx.is_main:
