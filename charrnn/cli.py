@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -99,7 +100,7 @@ def train(corpus: Path | None, run_dir: Path | None, config_file: Path | None, o
     if result.stopped_by in ("SIGINT", "SIGTERM"):
         sys.exit(130 if result.stopped_by == "SIGINT" else 143)
     _note(f"stopped by {result.stopped_by} at step {result.step}: val loss {result.val_loss:.4f} nats/char "
-          f"({result.val_loss / 0.6931471805599453:.3f} bpc), best {result.best_val_loss:.4f}; "
+          f"({result.val_loss / math.log(2):.3f} bpc), best {result.best_val_loss:.4f}; "
           f"checkpoints in {run_dir / 'checkpoints'}")
 
 

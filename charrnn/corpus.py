@@ -145,6 +145,13 @@ def iter_text(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = l
         yield text.removeprefix("\ufeff") if not started else text
 
 
+def _texts(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = len) -> Iterator[str]:
+    """A file as text chunks; raw bytes come as latin-1 text, whose code points are the byte values."""
+    if encoding == BYTES:
+        return (chunk.decode("latin-1") for chunk in _read_chunks(path, on_chunk))
+    return iter_text(path, encoding, on_chunk)
+
+
 def _codepoints(text: str) -> np.ndarray:
     if text.isascii():  # O(1) in CPython, and the common case: one byte per character
         return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
@@ -195,12 +202,9 @@ def _scan(files: list[Path], encoding: str, single: bool, bar: tqdm) -> tuple[Vo
             bar.update(len(chunk))
 
         try:
-            if encoding == BYTES:
-                n = sum(len(chunk) for chunk in _read_chunks(f, on_chunk))
-            else:
-                for text in iter_text(f, encoding, on_chunk):
-                    _mark(file_seen, text)
-                    n += len(text)
+            for text in _texts(f, encoding, on_chunk):
+                _mark(file_seen, text)
+                n += len(text)
         except _BadFile as e:
             if single:
                 raise UserError(f"{f} {e}") from None
@@ -223,11 +227,8 @@ def _write_ids(files: list[Path], encoding: str, vocab: Vocab, total: int, out: 
         header = {"descr": np.lib.format.dtype_to_descr(vocab.dtype), "fortran_order": False, "shape": (total,)}
         np.lib.format.write_array_header_1_0(f, header)
         for path in files:
-            if encoding == BYTES:
-                pieces = (np.frombuffer(c, dtype=np.uint8) for c in _read_chunks(path, lambda c: bar.update(len(c))))
-            else:
-                pieces = (_lookup(lookup, t) for t in iter_text(path, encoding, lambda c: bar.update(len(c))))
-            for ids in pieces:
+            for text in _texts(path, encoding, lambda c: bar.update(len(c))):
+                ids = _lookup(lookup, text)
                 written += len(ids)
                 if written > total:
                     raise UserError(f"{path} changed while it was being encoded; try again")
@@ -306,11 +307,7 @@ def encode_file(path: Path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.n
     lookup[_codepoints(vocab.chars)] = np.arange(vocab.size)
     parts, skipped = [], 0
     try:
-        if vocab.byte_level or encoding == BYTES:
-            texts = (c.decode("latin-1") for c in _read_chunks(path, len))
-        else:
-            texts = iter_text(path, encoding)
-        for text in texts:
+        for text in _texts(path, BYTES if vocab.byte_level else encoding):
             ids = _lookup(lookup, text)
             keep = ids >= 0
             skipped += int((~keep).sum())
