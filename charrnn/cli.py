@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import click
 
 from charrnn import __version__
 from charrnn.errors import UserError
+from charrnn.metrics import bpc
 
 
 class _Group(click.Group):
@@ -29,6 +29,9 @@ class _Group(click.Group):
         except BrokenPipeError:  # e.g. `charrnn sample ... | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush into
             sys.exit(0)
+
+
+_SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # the shell's 128 + signal number
 
 
 def _note(message: str) -> None:
@@ -63,44 +66,55 @@ def main() -> None:
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
               help="Mixed precision on CUDA (train.precision).")
 @click.option("--encoding", help="Corpus codec, e.g. latin-1, or 'bytes' for raw bytes (data.encoding).")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Directory corpus: use only files whose relative path matches, e.g. '*.py'. Repeatable.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Directory corpus: leave out files whose relative path matches, e.g. 'tests/*'. Repeatable.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), metavar="RUN_DIR",
               help="Continue the run in RUN_DIR from its last.pt, exactly where it stopped.")
-@click.option("--overwrite", is_flag=True, help="Replace the run already in --run-dir.")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in --run-dir (only charrnn's own files).")
 def train(corpus: Path | None, run_dir: Path | None, config_file: Path | None, overrides: tuple[str, ...],
           max_steps: int | None, max_epochs: float | None, time_budget: float | None, device: str | None,
-          seed: int | None, precision: str | None, encoding: str | None, resume_dir: Path | None,
-          overwrite: bool) -> None:
+          seed: int | None, precision: str | None, encoding: str | None, include: tuple[str, ...],
+          exclude: tuple[str, ...], resume_dir: Path | None, overwrite: bool) -> None:
     """Train a model on CORPUS, a text file or a directory of text files.
 
     Ctrl-C saves the run; `--resume RUN_DIR` continues it.
     """
     from charrnn.config import load_config
-    from charrnn.train import resume_config
+    from charrnn.signals import Stopped
+    from charrnn.train import open_resume, resume_config
     from charrnn.train import train as run_training
 
     flags = {"train.max_steps": max_steps, "train.max_epochs": max_epochs, "train.time_budget": time_budget,
              "train.device": device, "train.seed": seed, "train.precision": precision,
-             "data.encoding": encoding, "data.path": corpus and str(corpus.resolve())}
-    overrides += tuple(f"{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)
+             "data.encoding": encoding, "data.include": include or None, "data.exclude": exclude or None,
+             "data.path": corpus and os.path.abspath(corpus)}
+    values = {key: value for key, value in flags.items() if value is not None}
+    saved = None
     if resume_dir is not None:
-        if run_dir is not None and run_dir.resolve() != resume_dir.resolve():
+        if run_dir is not None and os.path.abspath(run_dir) != os.path.abspath(resume_dir):
             raise UserError("--resume names the run dir; leave out --run-dir or give the same one")
         if config_file is not None:
             raise UserError("--config cannot be combined with --resume: the run keeps its own config; "
                             "use --set to change its length or logging")
-        run_dir, cfg = resume_dir, resume_config(resume_dir, overrides)
+        run_dir, saved = resume_dir, open_resume(resume_dir)
+        cfg = resume_config(saved, overrides, values)
     else:
         if run_dir is None:
             raise UserError("missing --run-dir (or --resume RUN_DIR)")
-        if corpus is None:
-            raise UserError("missing CORPUS: the text file or directory to train on")
-        cfg = load_config(config_file, overrides)
-    result = run_training(cfg, run_dir, resume=resume_dir is not None, overwrite=overwrite, echo=_note,
-                          progress=_interactive())
-    if result.stopped_by in ("SIGINT", "SIGTERM"):
-        sys.exit(130 if result.stopped_by == "SIGINT" else 143)
+        cfg = load_config(config_file, overrides, values)
+        if not cfg.data.path:
+            raise UserError("missing CORPUS: the text file or directory to train on (or data.path in --config)")
+    try:
+        result = run_training(cfg, run_dir, resume=saved, overwrite=overwrite, echo=_note, progress=_interactive())
+    except Stopped as e:
+        _note(f"{e.args[0]}: stopped while reading the corpus; nothing was written")
+        sys.exit(_SIGNAL_EXIT[e.args[0]])
+    if result.interrupted:
+        sys.exit(_SIGNAL_EXIT[result.stopped_by])
     _note(f"stopped by {result.stopped_by} at step {result.step}: val loss {result.val_loss:.4f} nats/char "
-          f"({result.val_loss / math.log(2):.3f} bpc), best {result.best_val_loss:.4f}; "
+          f"({bpc(result.val_loss):.3f} bpc), best {result.best_val_loss:.4f}; "
           f"checkpoints in {run_dir / 'checkpoints'}")
 
 
@@ -144,16 +158,19 @@ def sample(checkpoint: Path, length: int, temperature: float, prime: str, top_k:
 @main.command(name="eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path), metavar="CKPT_OR_RUN_DIR")
 @click.argument("text_file", type=click.Path(path_type=Path), metavar="FILE")
+@click.option("--streams", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Score the file as N parallel streams, each starting from a blank state: faster on big files, "
+                   "but approximate (1 is exact: the state is carried through the whole file).")
 @click.option("--json", "as_json", is_flag=True, help='Print one JSON object: {"loss", "bpc", "chars", "skipped"}.')
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def evaluate(checkpoint: Path, text_file: Path, as_json: bool, device: str) -> None:
+def evaluate(checkpoint: Path, text_file: Path, streams: int, as_json: bool, device: str) -> None:
     """Report loss (nats/char) and bits per character of FILE under a checkpoint.
 
     Characters outside the model's vocabulary are skipped and counted.
     """
     from charrnn.evaluation import evaluate_file
 
-    result = evaluate_file(checkpoint, text_file, device, progress=_interactive() and not as_json)
+    result = evaluate_file(checkpoint, text_file, device, streams=streams, progress=_interactive() and not as_json)
     if as_json:
         click.echo(json.dumps({"loss": result.loss, "bpc": result.bpc, "chars": result.chars,
                                "skipped": result.skipped}))
@@ -180,7 +197,7 @@ def info(checkpoint: Path) -> None:
               help="Comma-separated LAYERSxHIDDEN model shapes.")
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--seq-len", default=100, show_default=True, type=int)
-@click.option("--steps", default=8, show_default=True, type=int, help="Timed steps per measurement.")
+@click.option("--steps", default=12, show_default=True, type=int, help="Timed steps per measurement.")
 @click.option("--rounds", default=2, show_default=True, type=int,
               help="Interleaved repeats of each measurement; the best counts.")
 @click.option("--sample-length", default=400, show_default=True, type=int,

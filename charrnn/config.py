@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from charrnn.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 
 def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
@@ -29,11 +33,14 @@ def _non_negative(x: float) -> bool:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    cell: str = _opt("lstm", "recurrent cell: 'lstm', 'gru' or 'rnn' (tanh Elman)",
+                     lambda x: x in ("lstm", "gru", "rnn"), "'lstm', 'gru' or 'rnn'")
     embed_dim: int = _opt(64, "size of the character embedding", _positive, "> 0")
-    hidden_size: int = _opt(512, "LSTM units per layer", _positive, "> 0")
-    num_layers: int = _opt(2, "stacked LSTM layers", _positive, ">= 1")
-    dropout: float = _opt(0.0, "dropout between LSTM layers and before the head",
+    hidden_size: int = _opt(512, "units per recurrent layer", _positive, "> 0")
+    num_layers: int = _opt(2, "stacked recurrent layers", _positive, ">= 1")
+    dropout: float = _opt(0.0, "dropout between recurrent layers and before the head",
                           lambda x: 0 <= x < 1, "in [0, 1)")
+    embed_dropout: float = _opt(0.0, "dropout on the character embeddings", lambda x: 0 <= x < 1, "in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class TrainConfig:
     reset_every: int = _opt(20, "zero each stream's carried state every N windows, staggered across streams, so "
                             "the model also learns to start from a blank state (0 = never)", _non_negative, ">= 0")
     eval_every: int = _opt(500, "validate every N steps", _positive, ">= 1")
+    eval_chars: int = _opt(250_000, "characters scored per validation (the same ones every time, spread over the "
+                           "split); 0 = the whole split", _non_negative, ">= 0")
     checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N steps", _positive, ">= 1")
     keep_last: int = _opt(0, "also keep the last K periodic checkpoints as step-N.pt (0 = none)",
                           _non_negative, ">= 0")
@@ -75,6 +84,9 @@ class DataConfig:
     val_fraction: float = _opt(0.1, "the last fraction of the corpus held out for validation",
                                lambda x: 0 < x < 1, "in (0, 1)")
     encoding: str = _opt("utf-8", "a Python codec name, or 'bytes' for a raw 256-symbol vocabulary")
+    include: tuple[str, ...] = _opt((), "for a directory corpus: globs of the files to use, matched against the path "
+                                    "relative to the directory, e.g. ['*.c', '*.h'] (empty = every file)")
+    exclude: tuple[str, ...] = _opt((), "for a directory corpus: globs of files to leave out, e.g. ['tests/*']")
 
 
 @dataclass(frozen=True)
@@ -97,9 +109,9 @@ class Config:
             parts.append("")
         return "\n".join(parts)
 
-    def with_overrides(self, overrides: Sequence[str]) -> Config:
-        """A copy with `section.key=value` overrides applied and validated."""
-        return from_dict(self.to_dict(), overrides)
+    def with_overrides(self, overrides: Sequence[str], values: Mapping[str, Any] | None = None) -> Config:
+        """A copy with `section.key=value` overrides and dotted `values` applied and validated."""
+        return from_dict(self.to_dict(), overrides, values)
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
+        return json.dumps(v)  # TOML basic strings share JSON's escapes; \u escapes keep any path writable
+    if isinstance(v, tuple):
+        return "[" + ", ".join(map(_toml_value, v)) + "]"
     return repr(v)
 
 
@@ -135,6 +149,7 @@ _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "float": (lambda v: isinstance(v, float) and math.isfinite(v), "a finite number"),
     "str": (lambda v: isinstance(v, str), "a string"),
+    "tuple[str, ...]": (lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v), "a list of strings"),
 }
 
 
@@ -143,6 +158,8 @@ def _coerce(where: str, f: Any, value: Any) -> Any:
     want = f.type
     if want == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if want.startswith("tuple") and isinstance(value, list):
+        value = tuple(value)
     if not _TYPES[want][0](value):
         raise UserError(f"config {where} must be {_TYPES[want][1]}, got {value!r}")
     check = f.metadata.get("check")
@@ -151,15 +168,17 @@ def _coerce(where: str, f: Any, value: Any) -> Any:
     return value
 
 
-def from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
-    """Build a validated Config from nested dicts plus overrides; unknown keys are errors."""
+def from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (),
+              values: Mapping[str, Any] | None = None) -> Config:
+    """A validated Config from nested dicts, `section.key=value` overrides, then dotted `values`; unknown keys fail."""
     merged: dict[str, dict[str, Any]] = {}
-    for section, values in data.items():
-        if not isinstance(values, Mapping):
+    for section, table in data.items():
+        if not isinstance(table, Mapping):
             raise UserError(f"config section [{section}] must be a table")
-        merged[section] = dict(values)
-    for item in overrides:
-        section, name, value = _parse_override(item)
+        merged[section] = dict(table)
+    dotted = [_parse_override(item) for item in overrides]
+    dotted += [(*key.split(".", 1), value) for key, value in (values or {}).items()]
+    for section, name, value in dotted:
         merged.setdefault(section, {})[name] = value
     known = {s.name: s for s in _SECTIONS}
     for section in merged:
@@ -167,12 +186,12 @@ def from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
             raise UserError(f"unknown config section [{section}] (known: {', '.join(known)})")
     parts = {}
     for s in _SECTIONS:
-        values = merged.get(s.name, {})
+        given = merged.get(s.name, {})
         by_name = {f.name: f for f in fields(s.type_cls)}
-        for name in values:
+        for name in given:
             if name not in by_name:
                 raise UserError(f"unknown config key {s.name}.{name} (known: {', '.join(by_name)})")
-        kwargs = {name: _coerce(f"{s.name}.{name}", by_name[name], v) for name, v in values.items()}
+        kwargs = {name: _coerce(f"{s.name}.{name}", by_name[name], v) for name, v in given.items()}
         defaults = s.type_cls()
         for name, f in by_name.items():  # defaults are checked too, so a bad default cannot hide
             if name not in kwargs and f.default is not MISSING:
@@ -181,8 +200,8 @@ def from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
     return Config(**parts)
 
 
-def load_config(path: Path | None, overrides: Sequence[str] = ()) -> Config:
-    """Load a TOML config file (or the defaults) and apply `section.key=value` overrides."""
+def load_config(path: Path | None, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None) -> Config:
+    """Load a TOML config file (or the defaults), then apply `section.key=value` overrides and dotted `values`."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -191,7 +210,7 @@ def load_config(path: Path | None, overrides: Sequence[str] = ()) -> Config:
             raise UserError(f"config file not found: {path}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"config file {path} is not valid TOML: {e}") from None
-    return from_dict(data, overrides)
+    return from_dict(data, overrides, values)
 
 
 def reference() -> list[tuple[str, Any, str]]:

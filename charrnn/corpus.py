@@ -1,35 +1,37 @@
 """Corpus -> vocabulary + integer ids, streamed in chunks into a cached memory map.
 
-A corpus is a text file or a directory (every non-hidden text file below it, in sorted path
-order, concatenated). Text is decoded incrementally, CRLF and lone CR become LF, and a leading
-BOM is dropped. Encoding makes two passes over the bytes, so the whole text is never one
-Python string: the first collects the vocabulary, the second writes ids into a memory-mapped
-array of the smallest integer dtype that fits. The result is cached under `cache_dir()`, keyed
-by the files' paths, sizes and mtimes plus the encoding, so later runs start instantly.
+A corpus is a text file or a directory: every text file below it, in sorted path order,
+concatenated, leaving out hidden files and directories, __pycache__, charrnn run dirs, and
+whatever the include/exclude globs filter away. Text is decoded incrementally, CRLF and lone CR
+become LF, and a leading BOM is dropped. Encoding makes two passes over the bytes, so the whole
+text is never one Python string: the first collects the vocabulary, the second writes ids of
+the smallest integer dtype that fits. The result is cached (see `charrnn.cache`), so later
+runs start at once.
 """
 
 from __future__ import annotations
 
 import codecs
+import fnmatch
 import hashlib
-import json
 import os
-import shutil
-import tempfile
+import stat
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from charrnn import cache
+from charrnn.cache import dtype_for
 from charrnn.errors import UserError
 
 CHUNK_BYTES = 256 << 10  # small enough that per-chunk temporaries stay in cache
 BYTES = "bytes"  # the encoding name that means "raw bytes, 256 symbols"
 _MAX_CODEPOINT = 0x110000
-_CACHE_FORMAT = 2  # bump whenever the entry layout changes: old entries are then ignored
+SKIPPED_DIRS = ("__pycache__",)  # build products, skipped like hidden directories
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Vocab:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(np.uint8 if self.size <= 256 else np.uint16 if self.size <= 65536 else np.uint32)
+        return dtype_for(self.size)
 
     def encode(self, text: str) -> list[int]:
         """Ids for `text`; characters outside the vocabulary are an error that names them."""
@@ -70,35 +72,75 @@ class Vocab:
 
 @dataclass(frozen=True)
 class Corpus:
+    path: Path
     ids: np.ndarray  # (N,) read-only memory map
     vocab: Vocab
     content_hash: str  # BLAKE2b of the raw bytes of the files that were used
     files: int
-    skipped: tuple[str, ...]  # files left out of a directory corpus, with the reason
+    notes: tuple[str, ...] = ()  # what was left out, for the user
+    cached: bool = True  # False when the cache dir could not be written
     encode_seconds: float = 0.0  # 0 when it came from the cache
     size_bytes: int = 0
 
 
-def cache_dir() -> Path:
-    """Where encoded corpora are cached: $CHARRNN_CACHE_DIR, else $XDG_CACHE_HOME/charrnn, else ~/.cache/charrnn."""
-    if os.environ.get("CHARRNN_CACHE_DIR"):
-        return Path(os.environ["CHARRNN_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "charrnn"
+def list_files(path: Path, include: Sequence[str] = (), exclude: Sequence[str] = (),
+               skip_dir: Callable[[Path], bool] = lambda d: False) -> tuple[list[Path], list[str]]:
+    """The files of a corpus, sorted, and notes on what was left out.
+
+    A directory contributes every file below it except hidden ones, those in hidden or skipped
+    directories (__pycache__, and any for which `skip_dir` is true), and those the globs filter
+    out: a file is kept when its path relative to `path` (with '/') matches some `include` glob
+    (or there are none) and no `exclude` glob. In a glob, '*' also matches '/'.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"corpus not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read the corpus {path}: {e.strerror or e}") from None
+    if stat.S_ISREG(mode):
+        return [path], []
+    if not stat.S_ISDIR(mode):
+        raise UserError(f"corpus {path} is neither a regular file nor a directory")
+    found, left_out, filtered = [], [], 0
+    for root, dirs, names in os.walk(path, onerror=_walk_error):
+        here = Path(root)
+        if here != path and skip_dir(here):
+            left_out.append(str(here.relative_to(path)))
+            dirs[:] = []
+            continue
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in SKIPPED_DIRS]
+        for name in names:
+            file = here / name
+            if name.startswith(".") or not _is_regular(file):
+                continue
+            relative = file.relative_to(path).as_posix()
+            if (include and not any(fnmatch.fnmatchcase(relative, g) for g in include)) or \
+                    any(fnmatch.fnmatchcase(relative, g) for g in exclude):
+                filtered += 1
+                continue
+            found.append(file)
+    notes = []
+    if left_out:
+        notes.append(f"left out {len(left_out)} charrnn run dir(s) inside the corpus: {', '.join(sorted(left_out))}")
+    if filtered:
+        notes.append(f"left out {filtered} file(s) that data.include / data.exclude filter away")
+    if not found:
+        why = " after data.include / data.exclude" if filtered else ""
+        raise UserError(f"directory {path} holds no files to train on{why}")
+    return sorted(found, key=lambda p: p.relative_to(path).parts), notes
 
 
-def list_files(path: Path) -> list[Path]:
-    """The files of a corpus: the file itself, or every non-hidden file below a directory, sorted."""
-    if not path.exists():
-        raise UserError(f"corpus not found: {path}")
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise UserError(f"corpus is neither a file nor a directory: {path}")
-    found = []
-    for root, dirs, names in os.walk(path):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root, n) for n in names if not n.startswith(".") and Path(root, n).is_file()]
-    return sorted(found, key=lambda p: p.relative_to(path).parts)
+def _walk_error(error: OSError) -> None:
+    raise UserError(f"cannot read the corpus directory {error.filename}: {error.strerror or error}")
+
+
+def _is_regular(path: Path) -> bool:
+    """A regular file (following symlinks); FIFOs, sockets, devices and broken links are not text to read."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 class _BadFile(Exception):
@@ -112,7 +154,7 @@ def _read_chunks(path: Path, on_chunk: Callable[[bytes], object]) -> Iterator[by
                 on_chunk(chunk)
                 yield chunk
     except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def iter_text(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = len) -> Iterator[str]:
@@ -127,6 +169,8 @@ def iter_text(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = l
             at = offset - buffered + e.start
             raise _BadFile(f"is not valid {encoding} at byte offset {at}; pass --encoding "
                            f"(e.g. latin-1) or --encoding bytes") from None
+        except UnicodeError as e:  # codecs such as 'undefined' refuse any input
+            raise _BadFile(f"cannot be decoded as {encoding} ({e})") from None
         offset += len(chunk)
         if "\0" in text:
             raise _BadFile("contains NUL bytes and looks binary; use --encoding bytes to train on raw bytes")
@@ -138,7 +182,7 @@ def iter_text(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = l
         yield text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     try:
         tail = decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise _BadFile(f"ends in a truncated {encoding} sequence") from None
     text = (held_cr + tail).replace("\r\n", "\n").replace("\r", "\n")
     if text:
@@ -155,7 +199,7 @@ def _texts(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = len)
 def _codepoints(text: str) -> np.ndarray:
     if text.isascii():  # O(1) in CPython, and the common case: one byte per character
         return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
 def _mark(seen: np.ndarray, text: str) -> None:
@@ -167,37 +211,41 @@ def _mark(seen: np.ndarray, text: str) -> None:
         seen[points] = True
 
 
+def id_table(vocab: Vocab, dtype: np.dtype, missing: int = 0) -> np.ndarray:
+    """A code point -> id lookup table for `vocab`; code points outside it map to `missing`."""
+    table = np.full(_MAX_CODEPOINT, missing, dtype=dtype)
+    table[_codepoints(vocab.chars)] = np.arange(vocab.size, dtype=dtype)
+    return table
+
+
 def _lookup(table: np.ndarray, text: str) -> np.ndarray:
     """table[c] for every code point c in `text`."""
     return np.take(table, _codepoints(text))
 
 
-def _check_encoding(encoding: str) -> None:
+def check_encoding(encoding: str) -> None:
+    """Accept 'bytes' and Python's text encodings; refuse unknown codecs and bytes-to-bytes ones like base64."""
     if encoding == BYTES:
         return
     try:
-        codecs.getincrementaldecoder(encoding)
+        info = codecs.lookup(encoding)
     except LookupError:
         raise UserError(f"unknown encoding {encoding!r}: use a Python codec name or 'bytes'") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise UserError(f"{encoding!r} is not a text encoding: use one such as utf-8 or latin-1, or 'bytes'")
 
 
-def _stat_key(files: list[Path], encoding: str) -> str:
-    h = hashlib.sha256(json.dumps([_CACHE_FORMAT, encoding]).encode())
-    for f in files:
-        st = f.stat()
-        h.update(json.dumps([str(f.resolve()), st.st_size, st.st_mtime_ns]).encode())
-    return h.hexdigest()[:32]
-
-
-def _scan(files: list[Path], encoding: str, single: bool, bar: tqdm) -> tuple[Vocab, int, str, list[Path], list[str]]:
-    """Pass 1: vocabulary, length, content hash, and which files are usable."""
+def _scan(files: list[Path], encoding: str, single: bool, bar: tqdm,
+          check: Callable[[], None]) -> tuple[Vocab, int, str, list[int], list[str]]:
+    """Pass 1: vocabulary, length, content hash, and which files are usable (by index)."""
     seen = np.zeros(_MAX_CODEPOINT, dtype=bool)
     total, digest, used, skipped = 0, hashlib.blake2b(digest_size=16), [], []
-    for f in files:
+    for index, f in enumerate(files):
         file_seen = np.zeros(_MAX_CODEPOINT, dtype=bool)
         file_hash, n = hashlib.blake2b(digest_size=16), 0
 
         def on_chunk(chunk: bytes, file_hash=file_hash) -> None:
+            check()
             file_hash.update(chunk)
             bar.update(len(chunk))
 
@@ -213,26 +261,45 @@ def _scan(files: list[Path], encoding: str, single: bool, bar: tqdm) -> tuple[Vo
         seen |= file_seen
         total += n
         digest.update(file_hash.digest())
-        used.append(f)
+        used.append(index)
     vocab = Vocab.bytes() if encoding == BYTES else Vocab("".join(map(chr, np.flatnonzero(seen))))
     return vocab, total, digest.hexdigest(), used, skipped
 
 
-def _write_ids(files: list[Path], encoding: str, vocab: Vocab, total: int, out: Path, bar: tqdm) -> None:
+def content_hash(files: list[Path], check: Callable[[], None] = lambda: None) -> str:
+    """The BLAKE2b content hash of these files' bytes, as pass 1 computes it."""
+    digest = hashlib.blake2b(digest_size=16)
+    for f in files:
+        file_hash = hashlib.blake2b(digest_size=16)
+        for chunk in _read_chunks(f, lambda c: check()):
+            file_hash.update(chunk)
+        digest.update(file_hash.digest())
+    return digest.hexdigest()
+
+
+def _write_ids(files: list[Path], encoding: str, vocab: Vocab, total: int, out: Path, bar: tqdm,
+               check: Callable[[], None]) -> None:
     """Pass 2: ids appended to a .npy file with plain writes, so no dirty pages pile up in this process."""
-    lookup = np.zeros(_MAX_CODEPOINT, dtype=vocab.dtype)
-    lookup[_codepoints(vocab.chars)] = np.arange(vocab.size, dtype=vocab.dtype)
+    table = id_table(vocab, vocab.dtype)
     written = 0
+
+    def on_chunk(chunk: bytes) -> None:
+        check()
+        bar.update(len(chunk))
+
     with open(out, "wb") as f:
         header = {"descr": np.lib.format.dtype_to_descr(vocab.dtype), "fortran_order": False, "shape": (total,)}
         np.lib.format.write_array_header_1_0(f, header)
         for path in files:
-            for text in _texts(path, encoding, lambda c: bar.update(len(c))):
-                ids = _lookup(lookup, text)
-                written += len(ids)
-                if written > total:
-                    raise UserError(f"{path} changed while it was being encoded; try again")
-                f.write(ids.tobytes())
+            try:
+                for text in _texts(path, encoding, on_chunk):
+                    ids = _lookup(table, text)
+                    written += len(ids)
+                    if written > total:
+                        raise UserError(f"{path} changed while it was being encoded; try again")
+                    f.write(ids.tobytes())
+            except _BadFile:
+                raise UserError(f"{path} changed while it was being encoded; try again") from None
     if written != total:
         raise UserError("the corpus changed while it was being encoded; try again")
 
@@ -242,73 +309,68 @@ def _bar(desc: str, total: int, progress: bool) -> tqdm:
                 disable=not progress, leave=False, dynamic_ncols=True)
 
 
-def load_corpus(path: Path, encoding: str = "utf-8", *, progress: bool = False) -> Corpus:
-    """Encode a file or directory (or reuse its cached encoding) into ids and a vocabulary."""
-    _check_encoding(encoding)
+def load_corpus(path: Path, encoding: str = "utf-8", *, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                skip_dir: Callable[[Path], bool] = lambda d: False, verify: bool = False, progress: bool = False,
+                check: Callable[[], None] = lambda: None) -> Corpus:
+    """Encode a file or directory (or reuse its cached encoding) into ids and a vocabulary.
+
+    `verify` re-hashes the files' bytes even on a cache hit (for resuming, where the text must be
+    exactly the same); `check` is called for every chunk read and may raise to abandon the work.
+    """
+    check_encoding(encoding)
     path = Path(path)
-    files = list_files(path)
-    if not files:
-        raise UserError(f"directory {path} holds no files")
-    key = _stat_key(files, encoding)
-    entry = cache_dir() / key
-    meta_path = entry / "meta.json"
+    files, notes = list_files(path, include, exclude, skip_dir)
+    entry_path = cache.cache_dir() / cache.key(files, encoding)
     size = sum(f.stat().st_size for f in files)
-    started = time.perf_counter()
-    if not meta_path.exists():
+    entry = None
+    try:
+        entry = cache.open_entry(entry_path, lambda meta: len(meta["chars"]))
+    except cache.Damaged as e:
+        notes.append(f"the cache entry {entry_path} was damaged ({e}): rebuilt it")
+    if entry is not None and verify:
+        used = [files[i] for i in entry.meta["files"] if i < len(files)]
+        if content_hash(used, check) != entry.meta["hash"]:
+            notes.append(f"the cache entry {entry_path} did not match the files' bytes: rebuilt it")
+            entry = None
+    seconds = 0.0
+    if entry is None:
+        started = time.perf_counter()
         with _bar("scan", size, progress) as bar:
-            vocab, total, sha, used, skipped = _scan(files, encoding, path.is_file(), bar)
+            vocab, total, digest, used, skipped = _scan(files, encoding, path.is_file(), bar, check)
         if total == 0:
             what = f"{path} is empty" if path.is_file() else f"directory {path} holds no text files"
             raise UserError(what + (f" ({len(skipped)} binary or undecodable skipped)" if skipped else ""))
-        meta = {"format": _CACHE_FORMAT, "chars": vocab.chars, "byte_level": vocab.byte_level,
-                "length": total, "hash": sha, "files": len(used), "skipped": skipped}
-        entry = _store(entry, meta, lambda out: _write_ids(used, encoding, vocab, total, out,
-                                                            _bar("encode", size, progress)))
-        return replace(_open_entry(entry), encode_seconds=time.perf_counter() - started, size_bytes=size)
-    return replace(_open_entry(entry), size_bytes=size)
-
-
-def _store(entry: Path, meta: dict, write: Callable[[Path], None]) -> Path:
-    """Write a cache entry atomically (temp dir + rename); fall back to a private temp dir."""
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".tmp-"))
-    except OSError:
-        tmp = Path(tempfile.mkdtemp(prefix="charrnn-"))
-        entry = tmp
-    try:
-        write(tmp / "ids.npy")
-        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
-        if tmp != entry:
-            try:
-                os.replace(tmp, entry)
-            except OSError:  # another process cached it first; theirs is as good as ours
-                shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return entry
-
-
-def _open_entry(entry: Path) -> Corpus:
-    meta = json.loads((entry / "meta.json").read_text())
-    ids = np.load(entry / "ids.npy", mmap_mode="r")
-    vocab = Vocab(meta["chars"], meta["byte_level"])
-    return Corpus(ids, vocab, meta["hash"], meta["files"], tuple(meta["skipped"]))
+        meta = {"format": cache.FORMAT, "chars": vocab.chars, "byte_level": vocab.byte_level, "length": total,
+                "hash": digest, "files": used, "skipped": skipped}
+        with _bar("encode", size, progress) as bar:
+            entry = cache.store(entry_path, meta, lambda out: _write_ids([files[i] for i in used], encoding, vocab,
+                                                                          total, out, bar, check))
+        seconds = time.perf_counter() - started
+    meta = entry.meta
+    if meta["skipped"]:
+        notes.insert(0, f"skipped {len(meta['skipped'])} binary or undecodable file(s), e.g. {meta['skipped'][0]}")
+    return Corpus(path, entry.ids, Vocab(meta["chars"], meta["byte_level"]), meta["hash"], len(meta["files"]),
+                  tuple(notes), entry.cached, seconds, size)
 
 
 def encode_file(path: Path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray, int]:
     """Ids of a text file under a fixed vocabulary; characters outside it are skipped and counted."""
-    _check_encoding(encoding)
+    check_encoding(encoding)
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    lookup = np.full(_MAX_CODEPOINT, -1, dtype=np.int64)
-    lookup[_codepoints(vocab.chars)] = np.arange(vocab.size)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{path} is {'a directory' if stat.S_ISDIR(mode) else 'not a regular file'}: "
+                        "give a text file")
+    table = id_table(vocab, np.dtype(np.int64), missing=-1)
     parts, skipped = [], 0
     try:
         for text in _texts(path, BYTES if vocab.byte_level else encoding):
-            ids = _lookup(lookup, text)
+            ids = _lookup(table, text)
             keep = ids >= 0
             skipped += int((~keep).sum())
             parts.append(ids[keep].astype(vocab.dtype))

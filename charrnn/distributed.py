@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from charrnn.errors import UserError
+from charrnn.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -57,25 +56,6 @@ class Context:
         return int(flag.item())
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' picks CUDA when present; 'cuda' without CUDA is a clear error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-        try:
-            device = torch.device(name if ":" in name else f"cuda:{local_rank}")
-        except RuntimeError:
-            raise UserError(f"bad device {name!r}: use auto, cpu, cuda or cuda:N") from None
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return device
-    raise UserError(f"bad device {name!r}: use auto, cpu, cuda or cuda:N")
-
-
 def setup(device_name: str) -> Context:
     """Join the process group when torchrun started us (gloo on CPU, NCCL on CUDA)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -93,10 +73,3 @@ def setup(device_name: str) -> Context:
 def teardown(ctx: Context) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """Mixed precision for bf16/fp16 (CUDA only); nothing for fp32."""
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -1,19 +1,25 @@
-"""Loss and bits per character over a whole split or any text file, carrying the hidden state."""
+"""Loss and bits per character over a split or any text file, carrying the hidden state."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from charrnn.batching import Streams, fit_batch
+from charrnn.batching import Streams
 from charrnn.checkpoint import load_model
 from charrnn.corpus import encode_file
-from charrnn.distributed import Context, autocast, resolve_device
-from charrnn.model import CharLSTM, cross_entropy
+from charrnn.devices import autocast, resolve_device
+from charrnn.distributed import Context
+from charrnn.errors import UserError
+from charrnn.metrics import bpc
+from charrnn.model import CharRNN, cross_entropy, eval_mode
+
+FILE_SEQ_LEN = 512  # window length when scoring a file; with the state carried it changes nothing but speed
 
 
 @dataclass(frozen=True)
@@ -24,33 +30,48 @@ class EvalResult:
 
     @property
     def bpc(self) -> float:
-        return self.loss / math.log(2)
+        return bpc(self.loss)
 
 
 @torch.no_grad()
-def evaluate(model: CharLSTM, streams: Streams, ctx: Context, precision: str = "fp32",
-             progress: bool = False) -> tuple[float, int]:
-    """Mean loss (nats/char) over every window of `streams`; summed over all processes."""
-    was_training = model.training
-    model.eval()
+def evaluate(model: CharRNN, streams: Streams, ctx: Context, precision: str = "fp32", *,
+             windows: int | None = None, progress: bool = False,
+             check: Callable[[], None] = lambda: None) -> tuple[float, int]:
+    """Mean loss (nats/char) over the first `windows` windows of `streams` (all when None), summed over processes.
+
+    `check` runs before each window and may raise `Stopped` to abandon the evaluation.
+    """
+    count = len(streams) if windows is None else min(windows, len(streams))
     total = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    scored = 0
     hidden = None
-    for index in tqdm(range(len(streams)), desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-        x, y = (t.to(ctx.device, non_blocking=True) for t in streams.window(index))
-        with autocast(ctx.device, precision):
-            logits, hidden = model(x, hidden)
-        total += cross_entropy(logits, y, reduction="sum").double()
-    count = ctx.sum(torch.tensor(streams.chars_per_epoch, device=ctx.device))
-    model.train(was_training)
-    return ctx.sum(total).item() / count.item(), int(count.item())
+    with eval_mode(model):
+        for index in tqdm(range(count), desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+            check()
+            x, y = (t.to(ctx.device, non_blocking=True) for t in streams.window(index))
+            with autocast(ctx.device, precision):
+                logits, hidden = model(x, hidden)
+            total += cross_entropy(logits, y, reduction="sum").double()
+            scored += y.numel()
+    chars = ctx.sum(torch.tensor(scored, device=ctx.device))
+    return ctx.sum(total).item() / chars.item(), int(chars.item())
 
 
-def evaluate_file(checkpoint: Path, text_file: Path, device: str = "auto", progress: bool = False) -> EvalResult:
-    """Score a text file with a checkpoint; characters outside its vocabulary are skipped and counted."""
+def evaluate_file(checkpoint: Path, text_file: Path, device: str = "auto", streams: int = 1,
+                  progress: bool = False) -> EvalResult:
+    """Score a text file with a checkpoint as `streams` parallel streams (1: exact, the state carried throughout).
+
+    Characters outside the vocabulary are skipped and counted. The result never depends on how the model was trained.
+    """
+    if streams < 1:
+        raise UserError(f"--streams must be >= 1, got {streams}")
     ctx = Context(resolve_device(device))
-    model, vocab, state = load_model(checkpoint, ctx.device)
-    train_cfg, data_cfg = state["config"]["train"], state["config"]["data"]
-    ids, skipped = encode_file(text_file, vocab, data_cfg["encoding"])
-    batch, seq, _ = fit_batch(len(ids), train_cfg["batch_size"], train_cfg["seq_len"], "evaluation")
-    loss, chars = evaluate(model, Streams.of(ids, batch, seq), ctx, progress=progress)
+    loaded = load_model(checkpoint, ctx.device)
+    ids, skipped = encode_file(text_file, loaded.vocab, loaded.config.data.encoding)
+    if len(ids) < 2:
+        raise UserError(f"{text_file} has {len(ids)} character(s) the model knows, too few to score"
+                        + (f" ({skipped:,} skipped: not in the model's vocabulary)" if skipped else ""))
+    streams = min(streams, len(ids) - 1)
+    seq_len = min(FILE_SEQ_LEN, math.ceil((len(ids) - 1) / streams))
+    loss, chars = evaluate(loaded.model, Streams.of(ids, streams, seq_len), ctx, progress=progress)
     return EvalResult(loss, chars, skipped)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
+
+
+def bpc(nats: float) -> float:
+    """Nats per character -> bits per character."""
+    return nats / math.log(2)
 
 
 class MetricsLogger:
@@ -52,3 +58,16 @@ def _step_of(line: str) -> Any:
         return json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
         return None  # a torn last line from a hard kill
+
+
+class NullLogger:
+    """What processes other than the main one log to: nothing."""
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        pass
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -7,7 +7,7 @@ import math
 import torch
 
 from charrnn.config import TrainConfig
-from charrnn.model import CharLSTM
+from charrnn.model import CharRNN
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -23,7 +23,7 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: CharLSTM, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: CharRNN, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW that decays matrices only: biases are few, and decaying them only hurts."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]

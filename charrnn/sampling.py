@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,13 @@ from torch import Tensor
 
 from charrnn.checkpoint import load_model
 from charrnn.corpus import Vocab
-from charrnn.distributed import resolve_device
+from charrnn.devices import resolve_device, seeded_generator
 from charrnn.errors import UserError
-from charrnn.model import CharLSTM, Hidden
+from charrnn.model import CharRNN, Hidden, eval_mode
+
+# The stepper's recurrent state: one list of per-layer (N, H) tensors for each tensor of `Hidden`,
+# i.e. (hs, cs) for the LSTM and (hs,) for the GRU and the RNN.
+State = tuple[list[Tensor], ...]
 
 
 class Stepper:
@@ -26,7 +30,7 @@ class Stepper:
     (input, forget, output, cell) so that one sigmoid covers three of them.
     """
 
-    def __init__(self, model: CharLSTM) -> None:
+    def __init__(self, model: CharRNN) -> None:
         size = model.cfg.hidden_size
         order = torch.cat([torch.arange(0, 2 * size), torch.arange(3 * size, 4 * size),
                            torch.arange(2 * size, 3 * size)])  # (i, f, g, o) -> (i, f, o, g)
@@ -34,7 +38,7 @@ class Stepper:
             self.weights: list[Tensor] = []  # (E_in + H, 4H) per layer; layer 0 holds only W_hh
             self.biases: list[Tensor] = []
             for layer in range(model.cfg.num_layers):
-                w_ih, w_hh, b_ih, b_hh = (getattr(model.lstm, f"{n}_l{layer}").float()[order]
+                w_ih, w_hh, b_ih, b_hh = (getattr(model.rnn, f"{n}_l{layer}").float()[order]
                                           for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
                 if layer == 0:
                     self.table = model.embed.weight.float() @ w_ih.t() + b_ih + b_hh  # (V, 4H)
@@ -47,9 +51,9 @@ class Stepper:
             self.head_bias = model.head.bias.float()
         self.split = (3 * size, size)
 
-    def __call__(self, ids: Tensor, hidden: tuple[list[Tensor], list[Tensor]]) -> Tensor:
+    def __call__(self, ids: Tensor, state: State) -> Tensor:
         """(N,) ids -> (N, V) logits; updates the per-layer (h, c) lists in place."""
-        hs, cs = hidden
+        hs, cs = state
         x = ids
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             if layer == 0:
@@ -98,7 +102,7 @@ def check_options(length: int, temperature: float, top_k: int, top_p: float, num
         raise UserError(f"--num-samples must be >= 1, got {num_samples}")
 
 
-def generate(model: CharLSTM, vocab: Vocab, prime: str = "", length: int = 200, *, temperature: float = 1.0,
+def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 200, *, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, num_samples: int = 1,
              generator: torch.Generator | None = None) -> Iterator[list[str]]:
     """Yield `length` steps of `num_samples` characters each, continuing `prime`.
@@ -108,54 +112,53 @@ def generate(model: CharLSTM, vocab: Vocab, prime: str = "", length: int = 200, 
     """
     check_options(length, temperature, top_k, top_p, num_samples)
     prime_ids = vocab.encode(prime or ("\n" if "\n" in vocab.chars else vocab.chars[0]))
-    device = next(model.parameters()).device
     if generator is None:
-        generator = torch.Generator(device=device)
-        generator.seed()
+        generator = seeded_generator(next(model.parameters()).device, None)
     return _generate(model, vocab, prime_ids, length, temperature, top_k, top_p, num_samples, generator)
 
 
-def _generate(model: CharLSTM, vocab: Vocab, prime_ids: list[int], length: int, temperature: float, top_k: int,
+def _generate(model: CharRNN, vocab: Vocab, prime_ids: list[int], length: int, temperature: float, top_k: int,
               top_p: float, num_samples: int, generator: torch.Generator) -> Iterator[list[str]]:
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model), torch.inference_mode():
+        device = next(model.parameters()).device
+        ids = torch.tensor(prime_ids, device=device).expand(num_samples, -1)  # (N, P)
+        logits, hidden = model(ids)  # the whole prime in one fused call
+        logits = logits[:, -1].float()  # (N, V)
+        step = Stepper(model)  # a copy of the weights: the model's mode no longer matters
+        state = unstack(hidden)
+    for _ in range(length):
         with torch.inference_mode():
-            device = next(model.parameters()).device
-            ids = torch.tensor(prime_ids, device=device).expand(num_samples, -1)  # (N, P)
-            logits, hidden = model(ids)  # the whole prime in one fused call
-            logits = logits[:, -1].float()  # (N, V)
-            step = Stepper(model)
-            state = _unstack(hidden)
-        for _ in range(length):
-            with torch.inference_mode():
-                nxt = pick(logits, temperature, top_k, top_p, generator)
-                chars = [vocab.chars[i] for i in nxt.tolist()]
-            yield chars  # outside inference mode: the consumer may run anything in between
-            with torch.inference_mode():
-                logits = step(nxt, state)
-    finally:
-        model.train(was_training)
+            nxt = pick(logits, temperature, top_k, top_p, generator)
+            chars = [vocab.chars[i] for i in nxt.tolist()]
+        yield chars  # outside inference mode: the consumer may run anything in between
+        with torch.inference_mode():
+            logits = step(nxt, state)
 
 
-def _unstack(hidden: Hidden) -> tuple[list[Tensor], list[Tensor]]:
-    h, c = hidden
-    return [t.float() for t in h.unbind(0)], [t.float() for t in c.unbind(0)]
+def unstack(hidden: Hidden) -> State:
+    """The fused module's (num_layers, N, H) state tensors -> the stepper's per-layer lists."""
+    return tuple([layer.float() for layer in t.unbind(0)] for t in hidden)
 
 
-def sample_text(model: CharLSTM, vocab: Vocab, prime: str, length: int, temperature: float, seed: int) -> str:
-    """One sample as a string, from its own seeded generator so it never disturbs training's RNG."""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    chars = generate(model, vocab, prime, length, temperature=temperature, generator=generator)
-    return prime + "".join(step[0] for step in chars)
+def sample_text(model: CharRNN, vocab: Vocab, prime: str, length: int, temperature: float, seed: int,
+                check: Callable[[], None] = lambda: None) -> str:
+    """One sample as a string, from its own seeded generator so it never disturbs training's RNG.
+
+    `check` runs before each character and may raise to abandon the sample.
+    """
+    generator = seeded_generator(next(model.parameters()).device, seed)
+    chars = []
+    for step in generate(model, vocab, prime, length, temperature=temperature, generator=generator):
+        check()
+        chars.append(step[0])
+    return prime + "".join(chars)
 
 
 @dataclass(frozen=True)
 class Sampler:
     """A model ready to generate, with its vocabulary and a random generator."""
 
-    model: CharLSTM
+    model: CharRNN
     vocab: Vocab
     generator: torch.Generator
 
@@ -166,10 +169,5 @@ class Sampler:
 def load_sampler(path: Path, device: str = "auto", seed: int | None = None) -> Sampler:
     """Load a checkpoint (or a run dir's best.pt) for sampling on any device."""
     dev = resolve_device(device)
-    model, vocab, _ = load_model(path, dev)
-    generator = torch.Generator(device=dev)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return Sampler(model, vocab, generator)
+    loaded = load_model(path, dev)
+    return Sampler(loaded.model, loaded.vocab, seeded_generator(dev, seed))

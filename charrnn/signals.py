@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM as a request to stop cleanly after the current step."""
+"""Ctrl-C and SIGTERM as a request to stop cleanly: long operations poll it and give up within a moment."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import signal
 from typing import Any
 
 
+class Stopped(Exception):
+    """A long operation gave up because SIGINT or SIGTERM arrived; the argument is the signal's name."""
+
+
 class StopSignals:
-    """The first SIGINT/SIGTERM asks the loop to stop after this step; a second SIGINT aborts at once."""
+    """The first SIGINT/SIGTERM asks the run to stop; a second SIGINT aborts at once."""
 
     def __init__(self) -> None:
         self.received: str | None = None
@@ -17,6 +21,11 @@ class StopSignals:
         if self.received and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
+
+    def check(self) -> None:
+        """Raise `Stopped` when a signal has arrived: call it between small pieces of a long operation."""
+        if self.received:
+            raise Stopped(self.received)
 
     def __enter__(self) -> StopSignals:
         try:

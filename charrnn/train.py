@@ -1,14 +1,15 @@
-"""The training loop: truncated BPTT with AdamW, warmup + cosine lr, clipping, and periodic
+"""The training loop: truncated BPTT with AdamW, warmup + cosine lr, gradient clipping, and periodic
 evaluation, samples and checkpoints. It owns the step, the data position and the hidden state."""
 
 from __future__ import annotations
 
 import math
 import random
-import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +17,30 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from charrnn import checkpoint
+from charrnn import checkpoint, rundir
 from charrnn.batching import Streams, fit_batch
-from charrnn.config import Config, from_dict
+from charrnn.checkpoint import RunState, Saved
+from charrnn.config import Config, TrainConfig
 from charrnn.corpus import Corpus, Vocab, load_corpus
-from charrnn.distributed import Context, autocast, setup, teardown
+from charrnn.devices import autocast
+from charrnn.distributed import Context, setup, teardown
 from charrnn.errors import UserError
 from charrnn.evaluation import evaluate
-from charrnn.metrics import MetricsLogger
-from charrnn.model import CharLSTM, Hidden, cross_entropy, detach
+from charrnn.metrics import MetricsLogger, NullLogger, bpc
+from charrnn.model import CharRNN, Hidden, cross_entropy, detach
 from charrnn.optim import lr_at, make_optimizer
 from charrnn.sampling import sample_text
-from charrnn.signals import StopSignals
+from charrnn.signals import Stopped, StopSignals
 
-LN2 = math.log(2)
 SAMPLE_TEMPERATURE = 0.8  # for the samples logged to TensorBoard: cooler than 1, still varied
 # Settings a resumed run may change; anything else would make the saved state meaningless.
 RESUMABLE = {"train." + k for k in ("lr", "min_lr_ratio", "weight_decay", "warmup_steps", "schedule",
                                     "grad_clip", "max_steps", "max_epochs", "time_budget", "eval_every",
-                                    "checkpoint_every", "keep_last", "sample_every", "sample_length",
-                                    "log_every", "device", "precision")} | {"data.path"}
-_RUN_FILES = ("config.toml", "metrics.jsonl", "checkpoints", "tb")
+                                    "eval_chars", "checkpoint_every", "keep_last", "sample_every",
+                                    "sample_length", "log_every", "device", "precision")} | {"data.path"}
+SIGNALS = ("SIGINT", "SIGTERM")
+# Why a run stops, as codes that processes can agree on with one all-reduce (MAX): signals win.
+_STOP_CODES: list[str | None] = [None, "max_steps", "max_epochs", "time_budget", "SIGTERM", "SIGINT"]
 
 
 @dataclass(frozen=True)
@@ -46,16 +50,25 @@ class TrainResult:
     val_loss: float | None  # at the end; None when interrupted before a final evaluation
     stopped_by: str  # max_steps, max_epochs, time_budget, SIGINT or SIGTERM
     run_dir: Path
+    chars_per_sec: float  # training throughput of this session, evaluation and saving excluded
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_by in SIGNALS
 
 
-def resume_config(run_dir: Path, overrides: Sequence[str]) -> Config:
-    """The saved config of `run_dir` with `overrides`, refusing changes that would break the run."""
+def open_resume(run_dir: Path) -> Saved:
+    """The last checkpoint of `run_dir`, read once for `resume_config` and `train(resume=...)`."""
     path = checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST
     if not path.is_file():
         raise UserError(f"nothing to resume in {run_dir}: no checkpoints/{checkpoint.LAST}")
-    saved = from_dict(checkpoint.load_checkpoint(path)["config"])
-    cfg = saved.with_overrides(overrides)
-    old, new = saved.to_dict(), cfg.to_dict()
+    return checkpoint.load_run(path)
+
+
+def resume_config(saved: Saved, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None) -> Config:
+    """The saved config with `overrides` and dotted `values`, refusing changes that would break the run."""
+    cfg = saved.config.with_overrides(overrides, values)
+    old, new = saved.config.to_dict(), cfg.to_dict()
     for section, values in new.items():
         for key, value in values.items():
             name = f"{section}.{key}"
@@ -65,25 +78,350 @@ def resume_config(run_dir: Path, overrides: Sequence[str]) -> Config:
     return cfg
 
 
-def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    if resume and overwrite:
-        raise UserError("--resume and --overwrite contradict each other: pick one")
-    if not resume and run_dir.exists() and any((run_dir / name).exists() for name in _RUN_FILES):
-        if not overwrite:
-            raise UserError(f"{run_dir} already holds a run: pass --resume to continue it "
-                            "or --overwrite to start over")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--run-dir {run_dir} is a file")
+def train(cfg: Config, run_dir: Path, *, resume: Saved | None = None, overwrite: bool = False,
+          echo: Callable[[str], None] = lambda s: None, progress: bool = True) -> TrainResult:
+    """Train (or resume) a run in `run_dir`; messages go to `echo`, the progress bar to stderr.
+
+    A signal while the corpus is being encoded raises `Stopped` (nothing has been written yet).
+    """
+    run_dir = Path(run_dir)
+    rundir.check_run_dir(run_dir, resume is not None, overwrite)
+    ctx = setup(cfg.train.device)
+    try:
+        if cfg.train.precision != "fp32" and ctx.device.type != "cuda":
+            raise UserError(f"train.precision {cfg.train.precision} needs CUDA; use fp32 on {ctx.device}")
+        with StopSignals() as signals:
+            corpus = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include,
+                                 exclude=cfg.data.exclude, skip_dir=_skip_dir(run_dir), verify=resume is not None,
+                                 progress=progress and ctx.is_main, check=signals.check)
+            return _run(cfg, run_dir, ctx, corpus, resume, overwrite, echo if ctx.is_main else (lambda s: None),
+                        progress and ctx.is_main, signals)
+    finally:
+        teardown(ctx)
 
 
-def _clear_run(run_dir: Path) -> None:
-    """Remove a previous run's files (only ours) for --overwrite."""
-    for name in _RUN_FILES:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+def _skip_dir(run_dir: Path) -> Callable[[Path], bool]:
+    """Directories a corpus leaves out: this run's own, and every other charrnn run dir inside it."""
+    own = run_dir.resolve()
+    return lambda d: d.resolve() == own or rundir.is_run_dir(d)
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The objects of one run; its position lives in RunState."""
+
+    model: CharRNN  # the raw module: what is saved, sampled and evaluated
+    net: torch.nn.Module  # what trains: the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    vocab: Vocab
+    train: Streams  # this process's rows
+    val: Streams
+    val_windows: int  # validation scores this many windows of `val` (train.eval_chars)
+    reset_offsets: Tensor  # (B,) each stream's phase for train.reset_every
+
+
+class _Clock:
+    """Seconds spent inside `running()`: training time, without evaluating, sampling or saving."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds += time.monotonic() - start
+
+
+def _run(cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: Saved | None, overwrite: bool,
+         echo: Callable[[str], None], progress: bool, signals: StopSignals) -> TrainResult:
+    tc = cfg.train
+    _report_corpus(corpus, echo)
+    parts = _build(cfg, ctx, corpus, echo)
+    if resume is None:
+        state = RunState(run_id=uuid.uuid4().hex, corpus_hash=corpus.content_hash)
+        torch.manual_seed(tc.seed + ctx.rank)  # dropout masks differ between processes
+    else:
+        state = _restore(resume, parts, corpus, ctx, tc, run_dir)
+    global_batch = parts.train.batch_size * ctx.world_size
+    hidden = (tuple(t[:, ctx.rows(global_batch)].to(ctx.device) for t in state.hidden) if state.hidden
+              else parts.model.init_hidden(parts.train.batch_size, ctx.device))
+    if resume is None:
+        if overwrite:
+            rundir.clear_run(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        rundir.write_text_atomic(run_dir / rundir.CONFIG, cfg.to_toml())
+    logger = MetricsLogger(run_dir, state.step if resume else None) if ctx.is_main else NullLogger()
+    stop_check = _stop_check(signals, ctx)
+    bar = tqdm(total=_expected_steps(tc, state, len(parts.train), None), initial=state.step, unit="step",
+               disable=not progress, dynamic_ncols=True, desc="train")
+    clock, first_step = _Clock(), state.step
+    wall_start = time.monotonic() - state.elapsed
+    pending: list[tuple[Tensor, Tensor]] = []  # (loss, pre-clip grad norm) of each step since the last log
+    logged_at, eval_seconds, stop = 0.0, 0.0, None
+    try:
+        while True:
+            state.elapsed = time.monotonic() - wall_start
+            stop = stop or _stop_reason(tc, state, len(parts.train), signals, ctx, eval_seconds)
+            last_step = stop is not None
+            interrupted = stop in SIGNALS
+            moved = state.step > first_step  # at the start of a session there is nothing new to log or save
+
+            def every(n: int) -> bool:
+                return moved and n > 0 and state.step % n == 0  # noqa: B023 - used within this iteration
+
+            # once in a while: the train scalars (always before an evaluation or a save, to catch a NaN). A signal
+            # leaves the partial interval unlogged, so a resumed run logs exactly what an uninterrupted one does.
+            record: dict[str, float] = {}  # what metrics.jsonl and TensorBoard get for this step
+            due = (last_step and not interrupted) or any(map(every, (tc.log_every, tc.eval_every, tc.checkpoint_every)))
+            if pending and due:
+                record = _train_scalars(pending, clock.seconds - logged_at, parts, tc, state, ctx, run_dir)
+                pending, logged_at = [], clock.seconds
+                bar.total = _expected_steps(tc, state, len(parts.train), bar.format_dict["rate"])
+
+            # once in a while: evaluate (the final evaluation too, unless a signal stopped the run)
+            improved = False
+            if moved and not interrupted and (last_step or every(tc.eval_every)):
+                tick = time.monotonic()
+                try:
+                    val_loss, _ = evaluate(parts.model, parts.val, ctx, tc.precision, windows=parts.val_windows,
+                                           check=stop_check)
+                except Stopped as e:  # abandoned, so not recorded; the state is still that of the last step
+                    stop, last_step = e.args[0], True
+                else:
+                    improved = val_loss < state.best_val_loss
+                    state.val_loss, state.best_val_loss = val_loss, min(val_loss, state.best_val_loss)
+                    record.update({"val/loss": val_loss, "val/bpc": bpc(val_loss)})
+                eval_seconds = time.monotonic() - tick
+            if record:
+                logger.log(state.step, record)
+                bar.set_postfix_str(_postfix(record, state), refresh=False)
+
+            # once in a while: a sample for TensorBoard (main process only; a signal abandons it)
+            if every(tc.sample_every) and ctx.is_main and stop not in SIGNALS:
+                try:
+                    text = sample_text(parts.model, parts.vocab, "", tc.sample_length, SAMPLE_TEMPERATURE,
+                                       tc.seed + state.step, check=signals.check)
+                except Stopped:
+                    pass  # the next loop iteration stops the run
+                else:
+                    logger.text(state.step, "samples", text)
+
+            # save: periodically, on improvement, and at the end
+            if moved and (last_step or improved or every(tc.checkpoint_every)):
+                _save(run_dir, cfg, parts, state, hidden, ctx, best=improved,
+                      periodic=every(tc.checkpoint_every) and tc.keep_last > 0)
+
+            if last_step:
+                break
+
+            with clock.running():
+                loss, norm, hidden = _train_step(parts, tc, state, hidden, ctx)
+            pending.append((loss, norm))
+            bar.update(1)
+            state.step += 1
+            state.window += 1
+            if state.window == len(parts.train):  # a new epoch starts every stream from its beginning
+                state.epoch, state.window = state.epoch + 1, 0
+                hidden = parts.model.init_hidden(parts.train.batch_size, ctx.device)
+    finally:
+        bar.close()
+        logger.close()
+    if interrupted:
+        echo(f"{stop}: saved step {state.step} to {checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST}; "
+             f"continue with: charrnn train --resume {run_dir}")
+    chars = (state.step - first_step) * global_batch * parts.train.seq_len
+    return TrainResult(state.step, state.best_val_loss, None if interrupted else state.val_loss, stop, run_dir,
+                       chars / max(clock.seconds, 1e-9))
+
+
+def _report_corpus(corpus: Corpus, echo: Callable[[str], None]) -> None:
+    if corpus.encode_seconds:
+        mb = corpus.size_bytes / 1e6
+        echo(f"encoded {mb:,.1f} MB into {len(corpus.ids):,} ids over {corpus.vocab.size} symbols in "
+             f"{corpus.encode_seconds:.2f}s ({mb / corpus.encode_seconds:,.1f} MB/s, both passes); "
+             + ("cached" if corpus.cached else "not cached (the cache dir is not writable)"))
+    for note in corpus.notes:
+        echo(note)
+
+
+def _build(cfg: Config, ctx: Context, corpus: Corpus, echo: Callable[[str], None]) -> _Parts:
+    """Split the corpus into streams and build the model, optimizer and loss scaler."""
+    tc, world = cfg.train, ctx.world_size
+    split = int(len(corpus.ids) * (1 - cfg.data.val_fraction))
+    train_ids, val_ids = corpus.ids[:split], corpus.ids[split:]
+    if tc.batch_size % world:
+        raise UserError(f"train.batch_size {tc.batch_size} must be divisible by the {world} processes")
+    batch, seq_len, warning = fit_batch(len(train_ids), tc.batch_size, tc.seq_len, "train", world)
+    val_batch, val_seq_len, val_warning = fit_batch(len(val_ids), batch, seq_len, "validation", world)
+    for w in (warning, val_warning):
+        if w:
+            echo("warning: " + w)
+    # train.eval_chars caps each validation at the first windows of every stream: the same text every time.
+    val_windows = math.ceil(tc.eval_chars / (val_batch * val_seq_len)) if tc.eval_chars else None
+    global_index = torch.arange(batch)[ctx.rows(batch)]
+    torch.manual_seed(tc.seed)  # the same initial weights in every process
+    model = CharRNN(corpus.vocab.size, cfg.model).to(ctx.device)
+    model.rnn.flatten_parameters()  # one contiguous weight buffer for cuDNN
+    net = model
+    if ctx.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    return _Parts(
+        model=model, net=net, optimizer=make_optimizer(model, tc, ctx.device),
+        # cuDNN's LSTM runs in fp16 under autocast even when bf16 is asked for, so both need loss scaling.
+        scaler=torch.amp.GradScaler(ctx.device.type, enabled=tc.precision != "fp32"),
+        vocab=corpus.vocab, train=Streams.of(train_ids, batch, seq_len, ctx.rows(batch)),
+        val=Streams.of(val_ids, val_batch, val_seq_len, ctx.rows(val_batch)), val_windows=val_windows,
+        reset_offsets=(global_index * max(tc.reset_every, 1) // batch).to(ctx.device))
+
+
+def _restore(saved: Saved, parts: _Parts, corpus: Corpus, ctx: Context, tc: TrainConfig, run_dir: Path) -> RunState:
+    """Load the saved weights, optimizer and RNG into the run's objects; the saved position comes back."""
+    state = saved.run
+    if state.corpus_hash != corpus.content_hash:
+        raise UserError(f"{corpus.path} is not the text this run was trained on (its content hash differs); "
+                        "resume needs the same corpus")
+    limit = _limit_reached(tc, state, len(parts.train))
+    if limit is not None:
+        raise UserError(f"{run_dir} already stopped at step {state.step} by its {limit} limit; raise it to "
+                        f"continue, e.g. --max-steps {tc.max_steps * 2}")
+    parts.model.load_state_dict(saved.model)
+    parts.optimizer.load_state_dict(saved.optimizer)
+    parts.scaler.load_state_dict(saved.scaler)
+    if len(state.rng) == ctx.world_size:
+        _set_rng_state(state.rng[ctx.rank], ctx)
+    else:  # a different number of processes: fresh, but still seeded, dropout masks
+        torch.manual_seed(tc.seed + ctx.rank + 1_000_003 * state.step)
+    return state
+
+
+def _limit_reached(tc: TrainConfig, state: RunState, epoch_windows: int) -> str | None:
+    """The deterministic limits: every process reaches the same answer at the same step without talking."""
+    if state.step >= tc.max_steps:
+        return "max_steps"
+    if tc.max_epochs and state.epoch + state.window / epoch_windows >= tc.max_epochs:
+        return "max_epochs"
+    return None
+
+
+def _stop_reason(tc: TrainConfig, state: RunState, epoch_windows: int, signals: StopSignals, ctx: Context,
+                 eval_reserve: float) -> str | None:
+    """Why to stop now, if at all. Deterministic limits come first, so that every process takes the same path."""
+    limit = _limit_reached(tc, state, epoch_windows)
+    if limit is not None:
+        return limit
+    # Clocks and signals differ between processes: with several, they count only at log steps, agreed on by all.
+    if ctx.enabled and state.step % tc.log_every:
+        return None
+    over_budget = tc.time_budget and state.elapsed + eval_reserve >= tc.time_budget  # keep time for the final eval
+    reason = signals.received or ("time_budget" if over_budget else None)
+    return _STOP_CODES[ctx.agree(_STOP_CODES.index(reason))]
+
+
+def _stop_check(signals: StopSignals, ctx: Context) -> Callable[[], None]:
+    """What a long collective operation polls: with several processes, they give up together or not at all."""
+    if not ctx.enabled:
+        return signals.check
+
+    def check() -> None:
+        code = ctx.agree(_STOP_CODES.index(signals.received))
+        if code:
+            raise Stopped(_STOP_CODES[code])
+
+    return check
+
+
+def _expected_steps(tc: TrainConfig, state: RunState, epoch_windows: int, steps_per_sec: float | None) -> int:
+    """Where the run will stop, for the progress bar's total and ETA."""
+    total = tc.max_steps
+    if tc.max_epochs:
+        total = min(total, math.ceil(tc.max_epochs * epoch_windows))
+    if tc.time_budget and steps_per_sec:
+        total = min(total, state.step + int((tc.time_budget - state.elapsed) * steps_per_sec))
+    return max(total, state.step)
+
+
+def _train_step(parts: _Parts, tc: TrainConfig, state: RunState, hidden: Hidden,
+                ctx: Context) -> tuple[Tensor, Tensor, Hidden]:
+    """One optimizer step on the next window; returns the loss, the pre-clip gradient norm and the new state."""
+    progress = max(state.step / tc.max_steps, state.elapsed / tc.time_budget if tc.time_budget else 0.0)
+    for group in parts.optimizer.param_groups:
+        group["lr"] = lr_at(tc, state.step, progress)
+    x, y = parts.train.window(state.window)  # (B, T) each; copies the window out of the memory map
+    if ctx.device.type == "cuda":
+        x, y = x.pin_memory().to(ctx.device, non_blocking=True), y.pin_memory().to(ctx.device, non_blocking=True)
+    with autocast(ctx.device, tc.precision):
+        logits, hidden = parts.net(x, hidden)
+        loss = cross_entropy(logits, y)
+    hidden = _reset_some(detach(hidden), tc.reset_every, state.step, parts.reset_offsets)
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scaler.scale(loss).backward()
+    parts.scaler.unscale_(parts.optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), tc.grad_clip or math.inf)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    return loss.detach(), norm.detach(), hidden
+
+
+def _reset_some(hidden: Hidden, every: int, step: int, offsets: Tensor) -> Hidden:
+    """Zero the state of the streams whose turn it is (see train.reset_every)."""
+    if not every:
+        return hidden
+    keep = ((step + 1 + offsets) % every != 0).to(hidden[0].dtype)[None, :, None]  # (1, B, 1)
+    return tuple(t * keep for t in hidden)
+
+
+def _train_scalars(pending: list[tuple[Tensor, Tensor]], seconds: float, parts: _Parts, tc: TrainConfig,
+                   state: RunState, ctx: Context, run_dir: Path) -> dict[str, float]:
+    """Train scalars over the steps since the last log; a NaN or inf loss stops the run."""
+    values = torch.stack([torch.stack(p).float() for p in pending])  # (steps, 2): loss, pre-clip grad norm
+    values = (ctx.sum(values) / ctx.world_size).tolist()  # one host sync
+    for offset, (loss, _) in enumerate(values):
+        if not math.isfinite(loss):
+            _diverged(f"the loss became {loss} at step {state.step - len(values) + offset + 1}", tc, run_dir)
+    losses, norms = [v[0] for v in values], [v[1] for v in values]
+    chars = len(values) * parts.train.batch_size * ctx.world_size * parts.train.seq_len
+    loss = sum(losses) / len(losses)
+    return {"train/loss": loss, "train/bpc": bpc(loss), "train/lr": parts.optimizer.param_groups[0]["lr"],
+            "train/grad_norm": sum(norms) / len(norms), "train/grad_norm_max": max(norms),
+            "train/clip_frac": sum(n > tc.grad_clip for n in norms) / len(norms) if tc.grad_clip else 0.0,
+            "train/chars_per_sec": chars / max(seconds, 1e-9)}
+
+
+def _diverged(what: str, tc: TrainConfig, run_dir: Path) -> None:
+    last = checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST
+    lower = f"--set train.lr={tc.lr / 4:g}"
+    if last.is_file():
+        advice = f"The last good checkpoint is kept: resume with a lower lr, e.g. charrnn train --resume {run_dir}"
+    else:
+        advice = "No checkpoint was written yet: start again with a lower lr, e.g."
+    raise UserError(f"{what}; stopped. {advice} {lower}")
+
+
+def _save(run_dir: Path, cfg: Config, parts: _Parts, state: RunState, hidden: Hidden, ctx: Context, *,
+          best: bool, periodic: bool) -> None:
+    """Write last.pt (and best.pt, step-N.pt); collective, so every process calls it."""
+    if not all(bool(p.isfinite().all()) for p in parts.model.parameters()):
+        _diverged(f"the weights hold NaN or inf at step {state.step}", cfg.train, run_dir)
+    snapshot = replace(state, hidden=tuple(ctx.gather_rows(t, dim=1).cpu() for t in hidden), rng=_gather_rng(ctx))
+    if not ctx.is_main:
+        return
+
+    def write(path: Path) -> None:
+        checkpoint.save_run(path, config=cfg, vocab=parts.vocab, model=parts.model, optimizer=parts.optimizer,
+                            scaler=parts.scaler, run=snapshot)
+
+    folder = checkpoint.checkpoint_dir(run_dir)
+    write(folder / checkpoint.LAST)
+    if best:
+        write(folder / checkpoint.BEST)
+    if periodic:
+        checkpoint.save_periodic(run_dir, state.step, write, cfg.train.keep_last)
 
 
 def _rng_state(ctx: Context) -> dict[str, Any]:
@@ -98,285 +436,21 @@ def _set_rng_state(state: dict[str, Any], ctx: Context) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _all_finite(model: CharLSTM) -> bool:
-    return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
+def _gather_rng(ctx: Context) -> list[dict[str, Any]]:
+    """Every process's RNG state, in rank order (collective)."""
+    if not ctx.enabled:
+        return [_rng_state(ctx)]
+    states: list[Any] = [None] * ctx.world_size
+    torch.distributed.all_gather_object(states, _rng_state(ctx))
+    return states
 
 
-def train(cfg: Config, run_dir: Path, *, resume: bool = False, overwrite: bool = False,
-          echo: Callable[[str], None] = lambda s: None, progress: bool = True) -> TrainResult:
-    """Train (or resume) a run in `run_dir`; messages go to `echo`, the progress bar to stderr."""
-    run_dir = Path(run_dir)
-    _check_run_dir(run_dir, resume, overwrite)
-    ctx = setup(cfg.train.device)
-    try:
-        if cfg.train.precision != "fp32" and ctx.device.type != "cuda":
-            raise UserError(f"train.precision {cfg.train.precision} needs CUDA; use fp32 on {ctx.device}")
-        corpus = load_corpus(Path(cfg.data.path), cfg.data.encoding, progress=progress and ctx.is_main)
-        return _Trainer(cfg, run_dir, ctx, corpus, resume, overwrite, echo if ctx.is_main else (lambda s: None),
-                        progress and ctx.is_main).run()
-    finally:
-        teardown(ctx)
-
-
-class _Trainer:
-    """One run's objects and position; `run()` is the loop."""
-
-    def __init__(self, cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: bool,
-                 overwrite: bool, echo: Callable[[str], None], progress: bool) -> None:
-        self.cfg, self.tc, self.run_dir, self.ctx = cfg, cfg.train, run_dir, ctx
-        self.echo, self.progress = echo, progress
-        self.vocab: Vocab = corpus.vocab
-        self.corpus_hash = corpus.content_hash
-        if corpus.encode_seconds:
-            mb = corpus.size_bytes / 1e6
-            echo(f"encoded {mb:,.1f} MB into {len(corpus.ids):,} ids over {corpus.vocab.size} symbols in "
-                 f"{corpus.encode_seconds:.2f}s ({mb / corpus.encode_seconds:,.1f} MB/s, both passes); cached")
-        if corpus.skipped:
-            echo(f"skipped {len(corpus.skipped)} binary or undecodable file(s), e.g. {corpus.skipped[0]}")
-        split = int(len(corpus.ids) * (1 - cfg.data.val_fraction))
-        train_ids, val_ids = corpus.ids[:split], corpus.ids[split:]
-        world = ctx.world_size
-        if self.tc.batch_size % world:
-            raise UserError(f"train.batch_size {self.tc.batch_size} must be divisible by the {world} processes")
-        batch, seq, warn = fit_batch(len(train_ids), self.tc.batch_size, self.tc.seq_len, "train", world)
-        val_batch, val_seq, val_warn = fit_batch(len(val_ids), batch, seq, "validation", world)
-        for w in (warn, val_warn):
-            if w:
-                echo("warning: " + w)
-        self.batch_size = batch
-        self.streams = Streams.of(train_ids, batch, seq, ctx.rows(batch))
-        global_index = torch.arange(batch)[ctx.rows(batch)]
-        self.reset_offsets = (global_index * max(self.tc.reset_every, 1) // batch).to(ctx.device)
-        self.val_streams = Streams.of(val_ids, val_batch, val_seq, ctx.rows(val_batch))
-
-        state = checkpoint.load_checkpoint(checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST,
-                                           ctx.device) if resume else None
-        if state is not None and state["corpus_hash"] != corpus.content_hash:
-            raise UserError(f"{cfg.data.path} is not the text this run was trained on (its content hash "
-                            "differs); resume needs the same corpus")
-        torch.manual_seed(self.tc.seed)  # the same initial weights in every process
-        self.model = CharLSTM(self.vocab.size, cfg.model).to(ctx.device)
-        self.optimizer = make_optimizer(self.model, self.tc, ctx.device)
-        # cuDNN's LSTM runs in fp16 under autocast even when bf16 is asked for, so both need loss scaling.
-        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.tc.precision != "fp32")
-        self.step = self.epoch = self.window = 0
-        self.elapsed, self.best_val, self.val_loss = 0.0, math.inf, None
-        self.hidden = self.model.init_hidden(self.streams.batch_size, ctx.device)
-        torch.manual_seed(self.tc.seed + ctx.rank)  # dropout masks differ between processes
-        if state is not None:
-            self._restore(state)
-            if self._limit_reached(0.0):
-                raise UserError(f"{run_dir} already stopped at step {self.step} by its "
-                                f"{self._limit_reached(0.0)} limit; raise it to continue, e.g. --max-steps "
-                                f"{self.tc.max_steps * 2}")
-
-        if not resume:
-            if overwrite:
-                _clear_run(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-        if ctx.is_main:
-            (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
-            self.logger = MetricsLogger(run_dir, self.step if resume else None)
-        self.model.lstm.flatten_parameters()  # one contiguous weight buffer for cuDNN
-        self.net = self.model
-        if ctx.enabled:
-            self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step, self.epoch, self.window = state["step"], state["epoch"], state["window"]
-        self.elapsed, self.best_val, self.val_loss = state["elapsed"], state["best_val_loss"], state["val_loss"]
-        rows = self.ctx.rows(self.batch_size)
-        self.hidden = tuple(t[:, rows].to(self.ctx.device) for t in state["hidden"])
-        rng = state["rng"]
-        if len(rng) == self.ctx.world_size:
-            _set_rng_state(rng[self.ctx.rank], self.ctx)
-        else:  # a different number of processes: fresh, but still seeded, dropout masks
-            torch.manual_seed(self.tc.seed + self.ctx.rank + 1_000_003 * self.step)
-
-    def _state(self) -> dict[str, Any]:
-        """Everything a resume needs; collective, so every process calls it."""
-        hidden = tuple(self.ctx.gather_rows(t, dim=1).cpu() for t in self.hidden)
-        rng = [_rng_state(self.ctx)]
-        if self.ctx.enabled:
-            rng = [None] * self.ctx.world_size
-            torch.distributed.all_gather_object(rng, _rng_state(self.ctx))
-        return {"config": self.cfg.to_dict(), "vocab": self.vocab.chars, "byte_level": self.vocab.byte_level,
-                "corpus_hash": self.corpus_hash, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "step": self.step, "epoch": self.epoch, "window": self.window, "elapsed": self.elapsed,
-                "best_val_loss": self.best_val, "val_loss": self.val_loss, "hidden": hidden, "rng": rng}
-
-    def _limit_reached(self, eval_reserve: float) -> str | None:
-        tc = self.tc
-        if self.step >= tc.max_steps:
-            return "max_steps"
-        if tc.max_epochs and self.epoch + self.window / len(self.streams) >= tc.max_epochs:
-            return "max_epochs"
-        if tc.time_budget and self.elapsed + eval_reserve >= tc.time_budget:
-            return "time_budget"
-        return None
-
-    def _should_stop(self, signals: StopSignals, eval_reserve: float, log_step: bool) -> str | None:
-        """Why to stop after this step, if at all; every process reaches the same answer at the same step."""
-        reason = signals.received or self._limit_reached(eval_reserve)
-        if not self.ctx.enabled:
-            return reason
-        if reason in ("max_steps", "max_epochs"):  # the same in every process: no need to talk
-            return reason
-        # Clocks and signals differ between processes, so they only count at log steps, agreed on by all.
-        return _STOP_CODES[self.ctx.agree(_STOP_CODES.index(reason))] if log_step else None
-
-    def _expected_steps(self, steps_per_sec: float | None) -> int:
-        """Where the run will stop, for the progress bar's total and ETA."""
-        tc, total = self.tc, self.tc.max_steps
-        if tc.max_epochs:
-            total = min(total, math.ceil(tc.max_epochs * len(self.streams)))
-        if tc.time_budget and steps_per_sec:
-            total = min(total, self.step + int((tc.time_budget - self.elapsed) * steps_per_sec))
-        return max(total, self.step)
-
-    def _progress(self) -> float:
-        by_steps = self.step / self.tc.max_steps
-        by_time = self.elapsed / self.tc.time_budget if self.tc.time_budget else 0.0
-        return max(by_steps, by_time)
-
-    def _train_step(self) -> tuple[Tensor, Tensor]:
-        tc, device = self.tc, self.ctx.device
-        lr = lr_at(tc, self.step, self._progress())
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        x, y = self.streams.window(self.window)
-        if device.type == "cuda":
-            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        with autocast(device, tc.precision):
-            logits, hidden = self.net(x, self.hidden)
-            loss = cross_entropy(logits, y)
-        self.hidden = self._reset_some(detach(hidden))
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip or math.inf)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.step += 1
-        self.window += 1
-        if self.window == len(self.streams):  # a new epoch starts every stream from its beginning
-            self.epoch, self.window = self.epoch + 1, 0
-            self.hidden = self.model.init_hidden(self.streams.batch_size, device)
-        return loss.detach(), norm.detach()
-
-    def _reset_some(self, hidden: Hidden) -> Hidden:
-        """Zero the state of the streams whose turn it is (see train.reset_every)."""
-        every = self.tc.reset_every
-        if not every:
-            return hidden
-        keep = ((self.step + 1 + self.reset_offsets) % every != 0).to(hidden[0].dtype)  # (B,)
-        return hidden[0] * keep[None, :, None], hidden[1] * keep[None, :, None]
-
-    def _flush(self, pending: list[tuple[Tensor, Tensor]], seconds: float) -> dict[str, float]:
-        """Train scalars averaged since the last log; a NaN or inf loss stops the run."""
-        values = torch.stack([torch.stack(p).float() for p in pending])  # (steps, 2): loss, grad norm
-        values = (self.ctx.sum(values) / self.ctx.world_size).tolist()  # one host sync
-        for offset, (loss, _) in enumerate(values):
-            if not math.isfinite(loss):
-                bad = self.step - len(values) + offset + 1
-                raise UserError(f"the loss became {loss} at step {bad}; stopped. The last good checkpoint is "
-                                f"kept: resume with a lower lr, e.g. charrnn train --resume {self.run_dir} "
-                                f"--set train.lr={self.tc.lr / 4:g}")
-        loss = sum(v[0] for v in values) / len(values)
-        chars = len(values) * self.batch_size * self.streams.seq_len
-        return {"train/loss": loss, "train/bpc": loss / LN2, "train/lr": self.optimizer.param_groups[0]["lr"],
-                "train/grad_norm": values[-1][1], "train/chars_per_sec": chars / max(seconds, 1e-9)}
-
-    def _evaluate(self) -> dict[str, float]:
-        self.val_loss, _ = evaluate(self.model, self.val_streams, self.ctx, self.tc.precision)
-        improved = self.val_loss < self.best_val
-        if improved:
-            self.best_val = self.val_loss
-        return {"val/loss": self.val_loss, "val/bpc": self.val_loss / LN2, "improved": improved}
-
-    def _save(self, best: bool, periodic: bool) -> None:
-        if not _all_finite(self.model):
-            raise UserError(f"the weights hold NaN or inf at step {self.step}; stopped without saving them. "
-                            f"Resume from the last good checkpoint with a lower lr, e.g. --set "
-                            f"train.lr={self.tc.lr / 4:g}")
-        state = self._state()
-        if not self.ctx.is_main:
-            return
-        folder = checkpoint.checkpoint_dir(self.run_dir)
-        checkpoint.save_checkpoint(folder / checkpoint.LAST, state)
-        if best:
-            checkpoint.save_checkpoint(folder / checkpoint.BEST, state)
-        if periodic and self.tc.keep_last:
-            checkpoint.save_periodic(self.run_dir, self.step, state, self.tc.keep_last)
-
-    def run(self) -> TrainResult:
-        tc, ctx = self.tc, self.ctx
-        bar = tqdm(total=self._expected_steps(None), initial=self.step, unit="step", disable=not self.progress,
-                   dynamic_ncols=True, desc="train")
-        pending: list[tuple[Tensor, Tensor]] = []
-        eval_seconds, paused, stopped_by = 0.0, 0.0, None
-        start = last_log = time.monotonic() - self.elapsed
-        try:
-            with StopSignals() as signals:
-                while stopped_by is None:
-                    pending.append(self._train_step())
-                    now = time.monotonic()
-                    self.elapsed = now - start
-                    bar.update(1)
-                    due = {name: self.step % every == 0 for name, every in
-                           (("log", tc.log_every), ("eval", tc.eval_every), ("ckpt", tc.checkpoint_every))}
-                    stopped_by = self._should_stop(signals, eval_seconds, due["log"])
-                    interrupted = stopped_by in ("SIGINT", "SIGTERM")
-                    scalars: dict[str, Any] = {}
-                    if due["log"] or due["eval"] or due["ckpt"] or (stopped_by and not interrupted):
-                        scalars = self._flush(pending, now - last_log - paused)
-                        pending = []
-                        bar.set_postfix_str(self._postfix(scalars), refresh=False)
-                        bar.total = self._expected_steps(bar.format_dict["rate"])
-                    if due["eval"] or (stopped_by and not interrupted):
-                        tick = time.monotonic()
-                        scalars.update(self._evaluate())
-                        eval_seconds = time.monotonic() - tick
-                        bar.set_postfix_str(self._postfix(scalars), refresh=False)
-                    improved = scalars.pop("improved", False)
-                    sample_due = bool(tc.sample_every) and self.step % tc.sample_every == 0
-                    if ctx.is_main and scalars:
-                        self.logger.log(self.step, scalars)
-                    if ctx.is_main and sample_due:
-                        text = sample_text(self.model, self.vocab, "", tc.sample_length,
-                                           SAMPLE_TEMPERATURE, tc.seed + self.step)
-                        self.logger.text(self.step, "samples", text)
-                    if due["ckpt"] or improved or stopped_by:
-                        self._save(best=improved, periodic=due["ckpt"])
-                    # chars/s counts training time only, not evaluating, sampling or saving
-                    if scalars:
-                        last_log, paused = time.monotonic(), 0.0
-                    else:
-                        paused += time.monotonic() - now
-        finally:
-            bar.close()
-            if ctx.is_main:
-                self.logger.close()
-        if stopped_by in ("SIGINT", "SIGTERM"):
-            self.echo(f"{stopped_by}: saved step {self.step} to {checkpoint.checkpoint_dir(self.run_dir) / 'last.pt'}; "
-                      f"continue with: charrnn train --resume {self.run_dir}")
-        return TrainResult(self.step, self.best_val, None if stopped_by in ("SIGINT", "SIGTERM") else self.val_loss,
-                           stopped_by, self.run_dir)
-
-    def _postfix(self, scalars: dict[str, Any]) -> str:
-        parts = []
-        if "train/loss" in scalars:
-            parts.append(f"loss {scalars['train/loss']:.3f}")
-        if self.val_loss is not None:
-            parts.append(f"val {self.val_loss:.3f}")
-        if "train/chars_per_sec" in scalars:
-            parts.append(f"{scalars['train/chars_per_sec']:,.0f} chars/s")
-        return ", ".join(parts)
-
-
-_STOP_CODES: list[str | None] = [None, "max_steps", "max_epochs", "time_budget", "SIGTERM", "SIGINT"]
+def _postfix(scalars: dict[str, float], state: RunState) -> str:
+    parts = []
+    if "train/loss" in scalars:
+        parts.append(f"loss {scalars['train/loss']:.3f}")
+    if state.val_loss is not None:
+        parts.append(f"val {state.val_loss:.3f}")
+    if "train/chars_per_sec" in scalars:
+        parts.append(f"{scalars['train/chars_per_sec']:,.0f} chars/s")
+    return ", ".join(parts)

@@ -1,7 +1,7 @@
 import json
 
 from charrnn.bench import Shape, train_flops_per_char
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_flop_formula():

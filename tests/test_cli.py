@@ -6,9 +6,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charrnn.checkpoint import save_checkpoint
 from charrnn.cli import main
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 
 def one_line_error(result) -> str:
@@ -127,10 +126,8 @@ def test_refuses_a_pickled_object_checkpoint(tmp_path):
 
 
 def test_refuses_an_unknown_format_version(tmp_path):
-    save_checkpoint(tmp_path / "future.pt", {})
-    data = torch.load(tmp_path / "future.pt", weights_only=True)
-    torch.save({**data, "format_version": 2}, tmp_path / "future.pt")
-    assert "checkpoint format 2" in one_line_error(cli("info", tmp_path / "future.pt"))
+    torch.save({"format_version": 3, "config": {}}, tmp_path / "future.pt")
+    assert "checkpoint format 3; this charrnn reads formats 1, 2" in one_line_error(cli("info", tmp_path / "future.pt"))
 
 
 def test_existing_run_dir_is_refused_through_the_cli(tiny_run, corpus_file):

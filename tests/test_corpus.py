@@ -48,7 +48,30 @@ def test_directory_is_sorted_concatenation_skipping_binary_and_hidden(tmp_path):
     c = load_corpus(tmp_path)
     assert text_of(c) == "first middle second "
     assert c.files == 3
-    assert len(c.skipped) == 2 and "c.bin" in c.skipped[0] and "d.txt" in c.skipped[1]
+    assert c.notes == ("skipped 2 binary or undecodable file(s), e.g. c.bin: contains NUL bytes and looks binary",)
+
+
+def test_directory_skips_pycache_and_applies_include_and_exclude_globs(tmp_path):
+    for name, text in {"a.py": "A", "a.c": "C", "b/c.h": "H", "b/tests/t.c": "T", "__pycache__/a.pyc": "P",
+                       "b/__pycache__/x.py": "X"}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert text_of(load_corpus(tmp_path)) == "CAHT"  # sorted paths; no __pycache__ anywhere
+    assert text_of(load_corpus(tmp_path, include=["*.c", "*.h"])) == "CHT"  # '*' crosses '/'
+    only = load_corpus(tmp_path, include=["*.c", "*.h"], exclude=["*/tests/*"])
+    assert text_of(only) == "CH" and "left out 2 file(s)" in only.notes[0]
+    with pytest.raises(UserError, match="holds no files to train on after data.include / data.exclude"):
+        load_corpus(tmp_path, include=["*.rs"])
+
+
+def test_charrnn_run_dirs_inside_a_corpus_are_left_out(tmp_path):
+    (tmp_path / "src.txt").write_text("source")
+    run = tmp_path / "runs" / "x"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.toml").write_text("[model]")
+    (run / "metrics.jsonl").write_text("{}")
+    c = load_corpus(tmp_path, skip_dir=lambda d: (d / "config.toml").is_file())
+    assert text_of(c) == "source" and c.notes == ("left out 1 charrnn run dir(s) inside the corpus: runs/x",)
 
 
 def test_ids_use_the_smallest_dtype(tmp_path):
@@ -75,7 +98,7 @@ def test_directory_without_text_files(tmp_path):
     (tmp_path / "x.bin").write_bytes(b"\x00\x00")
     with pytest.raises(UserError, match="holds no text files"):
         load_corpus(tmp_path)
-    with pytest.raises(UserError, match="holds no files"):
+    with pytest.raises(UserError, match="holds no files to train on"):
         load_corpus(tmp_path / "nothing_here" if (tmp_path / "nothing_here").mkdir() else tmp_path / "nothing_here")
 
 

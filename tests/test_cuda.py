@@ -7,7 +7,7 @@ from charrnn.checkpoint import load_model
 from charrnn.config import load_config
 from charrnn.sampling import sample_text
 from charrnn.train import train
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

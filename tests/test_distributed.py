@@ -6,8 +6,7 @@ import sys
 
 import torch
 
-from charrnn.checkpoint import load_checkpoint
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, last, run_cli
 
 # The first leg stops inside the warmup, so its shorter max_steps does not change the lr schedule.
 SETTINGS = ["--config", str(ROOT / "configs" / "tiny.toml"), "--device", "cpu", "--set", "model.dropout=0.0",
@@ -26,16 +25,15 @@ def test_two_processes_match_one_and_resume(tmp_path, corpus_file):
     run_cli("train", corpus_file, "--run-dir", tmp_path / "single", *SETTINGS, "--max-steps", 8)
     torchrun("train", corpus_file, "--run-dir", tmp_path / "ddp", *SETTINGS, "--max-steps", 4)
     torchrun("train", "--resume", tmp_path / "ddp", "--max-steps", 8)
-    single = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
-    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
-    assert ddp["step"] == 8
-    for key, value in single["model"].items():  # Adam turns float noise into ~lr-sized steps: a loose atol
-        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-3, atol=2e-4)
-    assert abs(ddp["val_loss"] - single["val_loss"]) < 1e-4
-    torch.testing.assert_close(ddp["hidden"][0], single["hidden"][0], rtol=1e-3, atol=2e-4)
+    single, ddp = last(tmp_path / "single"), last(tmp_path / "ddp")
+    assert ddp.run.step == 8
+    for key, value in single.model.items():  # Adam turns float noise into ~lr-sized steps: a loose atol
+        torch.testing.assert_close(ddp.model[key], value, rtol=1e-3, atol=2e-4)
+    assert abs(ddp.run.val_loss - single.run.val_loss) < 1e-4
+    torch.testing.assert_close(ddp.run.hidden[0], single.run.hidden[0], rtol=1e-3, atol=2e-4)
     logged = [line for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     expected = [line for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(logged, expected, strict=True):  # the logged loss is the mean over all processes
         a, b = json.loads(a), json.loads(b)
         assert a["step"] == b["step"] and abs(a["train/loss"] - b["train/loss"]) < 1e-4
-    assert ddp["hidden"][0].shape == single["hidden"][0].shape  # saved for all streams, whatever the world size
+    assert ddp.run.hidden[0].shape == single.run.hidden[0].shape  # saved for all streams, whatever the world size

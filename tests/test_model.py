@@ -1,13 +1,13 @@
 import torch
 
 from charrnn.config import ModelConfig
-from charrnn.model import CharLSTM, cross_entropy
+from charrnn.model import CharRNN, cross_entropy
 from charrnn.sampling import Stepper
 
 
-def make(vocab=20, **kw) -> CharLSTM:
+def make(vocab=20, **kw) -> CharRNN:
     torch.manual_seed(0)
-    return CharLSTM(vocab, ModelConfig(**{"embed_dim": 8, "hidden_size": 16, "num_layers": 2, **kw}))
+    return CharRNN(vocab, ModelConfig(**{"embed_dim": 8, "hidden_size": 16, "num_layers": 2, **kw}))
 
 
 def test_shapes():
@@ -22,7 +22,7 @@ def test_forget_gate_bias_starts_at_one():
     model = make()
     size = 16
     for layer in range(2):
-        total = getattr(model.lstm, f"bias_ih_l{layer}") + getattr(model.lstm, f"bias_hh_l{layer}")
+        total = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
         assert torch.allclose(total[size:2 * size], torch.ones(size))
 
 

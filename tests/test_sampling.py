@@ -4,15 +4,15 @@ import torch
 from charrnn.config import ModelConfig
 from charrnn.corpus import Vocab
 from charrnn.errors import UserError
-from charrnn.model import CharLSTM
+from charrnn.model import CharRNN
 from charrnn.sampling import generate, pick
 
 VOCAB = Vocab("\n abcdefgh")
 
 
-def model() -> CharLSTM:
+def model() -> CharRNN:
     torch.manual_seed(0)
-    return CharLSTM(VOCAB.size, ModelConfig(embed_dim=8, hidden_size=16, num_layers=2)).eval()
+    return CharRNN(VOCAB.size, ModelConfig(embed_dim=8, hidden_size=16, num_layers=2)).eval()
 
 
 def run(m, seed, **kw) -> str:

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from charrnn.checkpoint import load_checkpoint
-from tests.conftest import ROOT, run_cli
+from charrnn.checkpoint import load_run
+from tests.helpers import ROOT, last, run_cli
 
 SETTINGS = ["--config", str(ROOT / "configs" / "tiny.toml"), "--device", "cpu", "--max-steps", "60",
             "--set", "train.checkpoint_every=25", "--set", "model.dropout=0.1", "--set", "model.hidden_size=48"]
@@ -36,7 +36,7 @@ def wait_for_step(run_dir, step, proc, timeout=60.0) -> None:
 
 
 def final_weights(run_dir):
-    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+    return last(run_dir).model
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_signal_saves_and_resume_matches_an_uninterrupted_run(tmp_path, corpus_f
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err.decode()
     assert f"continue with: charrnn train --resume {run_dir}" in err.decode()
-    stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    stopped = last(run_dir).run.step
     assert 10 <= stopped < 60
     run_cli("train", "--resume", run_dir)
     expected, got = final_weights(uninterrupted), final_weights(run_dir)
@@ -72,7 +72,7 @@ def test_second_ctrl_c_aborts_at_once_leaving_the_checkpoint_intact(tmp_path, co
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and b"Traceback" not in err
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] >= 5
+    assert last(run_dir).run.step >= 5
 
 
 def test_kill_9_at_random_moments_never_leaves_an_unloadable_checkpoint(tmp_path, corpus_file):
@@ -90,6 +90,6 @@ def test_kill_9_at_random_moments_never_leaves_an_unloadable_checkpoint(tmp_path
         proc.kill()
         proc.wait()
         for path in (run_dir / "checkpoints").glob("*.pt") if (run_dir / "checkpoints").exists() else []:
-            load_checkpoint(path)  # raises if torn
+            load_run(path)  # raises if torn
             loaded += 1
     assert loaded > 0

@@ -1,16 +1,18 @@
 import json
 import math
+import shutil
 import signal
 
 import pytest
 import torch
 
 from charrnn import train as train_mod
-from charrnn.checkpoint import load_checkpoint
+from charrnn.checkpoint import load_run
 from charrnn.config import load_config
 from charrnn.errors import UserError
 from charrnn.optim import lr_at
-from charrnn.train import resume_config, train
+from charrnn.train import open_resume, resume_config, train
+from tests.helpers import last, resume
 
 TINY = ["model.embed_dim=16", "model.hidden_size=32", "model.num_layers=2", "train.batch_size=16",
         "train.seq_len=64", "train.lr=1e-2", "train.warmup_steps=5", "train.max_steps=40", "train.eval_every=10",
@@ -23,7 +25,7 @@ def config(corpus, *extra):
 
 
 def weights(run_dir, name="last.pt"):
-    return load_checkpoint(run_dir / "checkpoints" / name)["model"]
+    return load_run(run_dir / "checkpoints" / name).model
 
 
 def steps_logged(run_dir):
@@ -32,15 +34,15 @@ def steps_logged(run_dir):
 
 def interrupt_after(monkeypatch, step):
     """Deliver a real SIGINT to this process while training step `step` runs."""
-    original = train_mod._Trainer._train_step
+    original = train_mod._train_step
 
-    def step_then_signal(self):
-        out = original(self)
-        if self.step == step:
+    def step_then_signal(parts, tc, state, hidden, ctx):
+        out = original(parts, tc, state, hidden, ctx)
+        if state.step + 1 == step:  # the loop counts this step when it returns
             signal.raise_signal(signal.SIGINT)
         return out
 
-    monkeypatch.setattr(train_mod._Trainer, "_train_step", step_then_signal)
+    monkeypatch.setattr(train_mod, "_train_step", step_then_signal)
 
 
 def test_lr_warms_up_then_decays_to_the_floor():
@@ -67,14 +69,15 @@ def test_run_dir_contents_and_metrics(tmp_path, corpus_file):
     assert load_config(run / "config.toml") == config(corpus_file)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(5, 41, 5))
-    train_keys = {"train/loss", "train/bpc", "train/lr", "train/grad_norm", "train/chars_per_sec"}
+    train_keys = {"train/loss", "train/bpc", "train/lr", "train/grad_norm", "train/grad_norm_max",
+                  "train/clip_frac", "train/chars_per_sec"}
     assert all(train_keys <= r.keys() for r in records)
     assert [r["step"] for r in records if "val/loss" in r] == [10, 20, 30, 40]
     last = records[-1]
     assert last["val/bpc"] == pytest.approx(last["val/loss"] / math.log(2))
     assert result.val_loss == pytest.approx(last["val/loss"])
     assert result.best_val_loss == min(r["val/loss"] for r in records if "val/loss" in r)
-    assert load_checkpoint(run / "checkpoints" / "best.pt")["best_val_loss"] == result.best_val_loss
+    assert load_run(run / "checkpoints" / "best.pt").run.best_val_loss == result.best_val_loss
 
 
 def test_tensorboard_has_the_scalars_and_samples(tmp_path, corpus_file):
@@ -95,8 +98,8 @@ def test_interrupted_then_resumed_run_is_bitwise_identical(tmp_path, corpus_file
         interrupt_after(m, stop_at)
         first = train(cfg, tmp_path / "split")
     assert first.stopped_by == "SIGINT" and first.step == stop_at
-    assert load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["step"] == stop_at
-    resumed = train(resume_config(tmp_path / "split", []), tmp_path / "split", resume=True)
+    assert last(tmp_path / "split").run.step == stop_at
+    resumed = resume(tmp_path / "split")
     a, b = weights(tmp_path / "full"), weights(tmp_path / "split")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.best_val_loss == full.best_val_loss and resumed.step == full.step
@@ -105,21 +108,16 @@ def test_interrupted_then_resumed_run_is_bitwise_identical(tmp_path, corpus_file
 
 def test_resume_can_extend_the_run_and_continues_metrics(tmp_path, corpus_file):
     train(config(corpus_file, "train.max_steps=20"), tmp_path / "r")
-    cfg = resume_config(tmp_path / "r", ["train.max_steps=30", "train.eval_every=5"])
-    result = train(cfg, tmp_path / "r", resume=True)
+    result = resume(tmp_path / "r", ["train.max_steps=30", "train.eval_every=5"])
     assert result.step == 30 and steps_logged(tmp_path / "r") == [5, 10, 15, 20, 25, 30]
 
 
 def test_resume_after_a_crash_drops_metrics_logged_past_the_checkpoint(tmp_path, corpus_file):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train(config(corpus_file, "train.max_steps=20", "train.checkpoint_every=10"), tmp_path / "r")
-    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
-    from charrnn.checkpoint import save_checkpoint
-
-    state["step"], state["epoch"], state["window"] = 10, 0, 10  # as if killed right after step 10
-    save_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt", state)
-    train(resume_config(tmp_path / "r", []), tmp_path / "r", resume=True)
+    train(config(corpus_file, "train.max_steps=20", "train.checkpoint_every=10", "train.keep_last=2"), tmp_path / "r")
+    shutil.copy(tmp_path / "r" / "checkpoints" / "step-00000010.pt", tmp_path / "r" / "checkpoints" / "last.pt")
+    resume(tmp_path / "r")  # as if killed right after the save at step 10, with metrics logged up to 20
     assert steps_logged(tmp_path / "r") == [5, 10, 15, 20]
     events = EventAccumulator(str(tmp_path / "r" / "tb")).Reload()
     steps = [e.step for e in events.Scalars("train/loss")]
@@ -129,15 +127,15 @@ def test_resume_after_a_crash_drops_metrics_logged_past_the_checkpoint(tmp_path,
 def test_resume_refuses_a_changed_model_or_corpus(tmp_path, corpus_file):
     train(config(corpus_file, "train.max_steps=10"), tmp_path / "r")
     with pytest.raises(UserError, match=r"cannot change model.hidden_size when resuming \(32 -> 64\)"):
-        resume_config(tmp_path / "r", ["model.hidden_size=64"])
+        resume_config(open_resume(tmp_path / "r"), ["model.hidden_size=64"])
     with pytest.raises(UserError, match="cannot change train.batch_size"):
-        resume_config(tmp_path / "r", ["train.batch_size=4"])
+        resume_config(open_resume(tmp_path / "r"), ["train.batch_size=4"])
     other = tmp_path / "other.txt"
     other.write_text(corpus_file.read_text()[::-1])
     with pytest.raises(UserError, match="is not the text this run was trained on"):
-        train(resume_config(tmp_path / "r", [f"data.path='{other}'"]), tmp_path / "r", resume=True)
+        resume(tmp_path / "r", [f"data.path='{other}'"])
     with pytest.raises(UserError, match="nothing to resume"):
-        resume_config(tmp_path / "empty", [])
+        open_resume(tmp_path / "empty")
 
 
 def test_existing_run_is_never_overwritten_without_consent(tmp_path, corpus_file):
@@ -165,9 +163,9 @@ def test_nan_loss_stops_cleanly_keeping_the_last_good_checkpoint(tmp_path, corpu
     with pytest.raises(UserError, match=r"the loss became nan at step 14; stopped.*--resume .* --set train.lr="):
         train(config(corpus_file, "train.eval_every=100"), tmp_path / "r")
     monkeypatch.undo()
-    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
-    assert state["step"] == 10 and all(t.isfinite().all() for t in state["model"].values())
-    result = train(resume_config(tmp_path / "r", ["train.lr=1e-3"]), tmp_path / "r", resume=True)
+    saved = last(tmp_path / "r")
+    assert saved.run.step == 10 and all(t.isfinite().all() for t in saved.model.values())
+    result = resume(tmp_path / "r", ["train.lr=1e-3"])
     assert result.step == 40 and math.isfinite(result.val_loss)
 
 
@@ -197,8 +195,8 @@ def test_time_budget_stops_the_run(tmp_path, corpus_file):
 def test_max_epochs_stops_the_run(tmp_path, corpus_file):
     result = train(config(corpus_file, "train.max_steps=100000", "train.max_epochs=1"), tmp_path / "r")
     assert result.stopped_by == "max_epochs"
-    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
-    assert (state["epoch"], state["window"]) == (1, 0)
+    saved = last(tmp_path / "r")
+    assert (saved.run.epoch, saved.run.window) == (1, 0)
 
 
 def test_cuda_without_cuda_is_a_clear_error(tmp_path, corpus_file):

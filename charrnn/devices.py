@@ -1,0 +1,45 @@
+"""Picking a device and mixed precision."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+from charrnn.errors import UserError
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' picks CUDA when present; 'cuda' without CUDA is a clear error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        try:
+            device = torch.device(name if ":" in name else f"cuda:{local_rank}")
+        except RuntimeError:
+            raise UserError(f"bad device {name!r}: use auto, cpu, cuda or cuda:N") from None
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return device
+    raise UserError(f"bad device {name!r}: use auto, cpu, cuda or cuda:N")
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """Mixed precision for bf16/fp16 (CUDA only); nothing for fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def seeded_generator(device: torch.device | str, seed: int | None) -> torch.Generator:
+    """A random generator on `device`: seeded when `seed` is given, else from the OS's entropy."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
