@@ -47,6 +47,11 @@ class Context:
         dist.all_gather(parts, tensor.contiguous())
         return torch.cat(parts, dim=dim)
 
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+        if self.enabled:
+            dist.barrier()
+
     def agree(self, code: int) -> int:
         """The largest of every process's `code`, so that all of them stop at the same step."""
         if not self.enabled:

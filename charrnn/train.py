@@ -409,19 +409,19 @@ def _save(run_dir: Path, cfg: Config, parts: _Parts, state: RunState, hidden: Hi
     if not all(bool(p.isfinite().all()) for p in parts.model.parameters()):
         _diverged(f"the weights hold NaN or inf at step {state.step}", cfg.train, run_dir)
     snapshot = replace(state, hidden=tuple(ctx.gather_rows(t, dim=1).cpu() for t in hidden), rng=_gather_rng(ctx))
-    if not ctx.is_main:
-        return
 
     def write(path: Path) -> None:
         checkpoint.save_run(path, config=cfg, vocab=parts.vocab, model=parts.model, optimizer=parts.optimizer,
                             scaler=parts.scaler, run=snapshot)
 
-    folder = checkpoint.checkpoint_dir(run_dir)
-    write(folder / checkpoint.LAST)
-    if best:
-        write(folder / checkpoint.BEST)
-    if periodic:
-        checkpoint.save_periodic(run_dir, state.step, write, cfg.train.keep_last)
+    if ctx.is_main:
+        folder = checkpoint.checkpoint_dir(run_dir)
+        write(folder / checkpoint.LAST)
+        if best:
+            write(folder / checkpoint.BEST)
+        if periodic:
+            checkpoint.save_periodic(run_dir, state.step, write, cfg.train.keep_last)
+    ctx.barrier()  # no process may exit (and have torchrun stop the others) while the main one writes
 
 
 def _rng_state(ctx: Context) -> dict[str, Any]:

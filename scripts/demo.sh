@@ -10,7 +10,8 @@ run_dir=runs/demo-$(date +%Y%m%d-%H%M%S)
 seconds=${DEMO_SECONDS:-150}
 
 echo "demo: training on $corpus for ${seconds}s into $run_dir (watch it: tensorboard --logdir runs)"
-.venv/bin/charrnn train "$corpus" --run-dir "$run_dir" --config configs/shakespeare.toml --time-budget "$seconds"
+.venv/bin/charrnn train "$corpus" --run-dir "$run_dir" --config configs/shakespeare.toml --time-budget "$seconds" \
+  --include '*.py'  # a source tree also holds build products; learn the Python only
 echo
 echo "demo: a sample at temperature 0.7 (charrnn sample $run_dir --prime 'def ' -t 0.7):"
 .venv/bin/charrnn sample "$run_dir" --prime "def " --length 800 --temperature 0.7 --seed 0

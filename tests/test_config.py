@@ -1,6 +1,10 @@
+import importlib.util
+import sys
+import types
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from charrnn.config import Config, from_dict, load_config
 from charrnn.errors import UserError
@@ -72,3 +76,28 @@ def test_bad_files(tmp_path):
 def test_from_dict_rejects_non_table_section():
     with pytest.raises(UserError, match="must be a table"):
         from_dict({"train": 3})
+
+
+def test_python_3_10_reads_toml_with_tomli(monkeypatch):
+    fake = types.ModuleType("tomli")
+    fake.loads, fake.TOMLDecodeError = tomllib.loads, tomllib.TOMLDecodeError
+    monkeypatch.setitem(sys.modules, "tomli", fake)
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on 3.10, where there is no tomllib
+    monkeypatch.setattr(sys, "version_info", (3, 10, 13, "final", 0))
+    spec = importlib.util.spec_from_file_location("config_on_310", ROOT / "charrnn" / "config.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    assert module.tomllib is fake and module.load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3
+
+
+def test_pyproject_asks_for_tomli_on_python_3_10():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "tomli>=2.0; python_version < '3.11'" in deps
+
+
+def test_list_values_and_python_values_override():
+    cfg = load_config(None, ["data.include=['*.c', '*.h']"], {"data.exclude": ("tests/*",), "train.seed": 3})
+    assert cfg.data.include == ("*.c", "*.h") and cfg.data.exclude == ("tests/*",) and cfg.train.seed == 3
+    with pytest.raises(UserError, match="data.include must be a list of strings"):
+        load_config(None, ["data.include=3"])

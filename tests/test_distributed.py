@@ -1,9 +1,14 @@
 """torchrun with 2 CPU processes (gloo) trains the same model as one process with the same global batch."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import ROOT, last, run_cli
@@ -17,7 +22,7 @@ SETTINGS = ["--config", str(ROOT / "configs" / "tiny.toml"), "--device", "cpu", 
 def torchrun(*args: str) -> None:
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "charrnn", *map(str, args)], cwd=ROOT, capture_output=True,
-                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr.decode()[-3000:]
 
 
@@ -37,3 +42,39 @@ def test_two_processes_match_one_and_resume(tmp_path, corpus_file):
         a, b = json.loads(a), json.loads(b)
         assert a["step"] == b["step"] and abs(a["train/loss"] - b["train/loss"]) < 1e-4
     assert ddp.run.hidden[0].shape == single.run.hidden[0].shape  # saved for all streams, whatever the world size
+
+
+def worker_pid(parent: int, rank: int) -> int | None:
+    """The pid of torchrun's worker with LOCAL_RANK=`rank`, from /proc."""
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and f"LOCAL_RANK={rank}".encode() in env:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.7])  # in the last steps; in the final validation
+def test_a_signal_to_one_rank_only_never_hangs_the_others(tmp_path, corpus_file, delay):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(corpus_file.read_text() * 12)  # ~240 KB: half of it a long final validation
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "charrnn", "train", str(corpus), "--run-dir", str(tmp_path / "ddp"), *SETTINGS,
+                             "--max-steps", "6", "--set", "data.val_fraction=0.5", "--set", "train.eval_chars=0",
+                             "--set", "model.hidden_size=256"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = tmp_path / "ddp" / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text()):  # step 4 is logged, with its validation
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    time.sleep(delay)
+    os.kill(worker_pid(proc.pid, 1), signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)  # before the fix, rank 0 could wait in a collective forever
+    assert proc.returncode != 0 and b'charrnn/' not in err, err.decode()[-3000:]  # torchrun reports; we don't crash
+    saved = last(tmp_path / "ddp")
+    assert 5 <= saved.run.step <= 6 and len(saved.run.rng) == 2 and saved.run.val_loss is not None

@@ -10,7 +10,7 @@ from charrnn import train as train_mod
 from charrnn.checkpoint import load_run
 from charrnn.config import load_config
 from charrnn.errors import UserError
-from charrnn.optim import lr_at
+from charrnn.signals import Stopped
 from charrnn.train import open_resume, resume_config, train
 from tests.helpers import last, resume
 
@@ -43,14 +43,6 @@ def interrupt_after(monkeypatch, step):
         return out
 
     monkeypatch.setattr(train_mod, "_train_step", step_then_signal)
-
-
-def test_lr_warms_up_then_decays_to_the_floor():
-    cfg = load_config(None, ["train.lr=1.0", "train.warmup_steps=10", "train.min_lr_ratio=0.1"]).train
-    assert lr_at(cfg, 0, 0.0) == pytest.approx(0.1) and lr_at(cfg, 9, 0.0) == pytest.approx(1.0)
-    assert lr_at(cfg, 10, 0.0) == pytest.approx(1.0)
-    assert lr_at(cfg, 50, 0.5) == pytest.approx(0.55)
-    assert lr_at(cfg, 100, 1.0) == pytest.approx(0.1) and lr_at(cfg, 200, 2.0) == pytest.approx(0.1)
 
 
 def test_same_seed_same_run(tmp_path, corpus_file):
@@ -205,3 +197,83 @@ def test_cuda_without_cuda_is_a_clear_error(tmp_path, corpus_file):
     with pytest.raises(UserError, match="CUDA is not available on this machine"):
         train(config(corpus_file, "train.device='cuda'"), tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def spy_evaluations(monkeypatch) -> list[int]:
+    """The number of characters each validation of the run scores."""
+    scored = []
+    real = train_mod.evaluate
+
+    def spy(*args, **kwargs):
+        loss, chars = real(*args, **kwargs)
+        scored.append(chars)
+        return loss, chars
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    return scored
+
+
+def test_validation_is_capped_by_eval_chars_and_the_final_one_matches(tmp_path, corpus_file, monkeypatch):
+    scored = spy_evaluations(monkeypatch)
+    train(config(corpus_file, "train.max_steps=20", "train.eval_chars=1000", "data.val_fraction=0.5"), tmp_path / "r")
+    assert scored == [16 * 64] * 2  # one window of every stream, periodic and final alike: ceil(1000 / (16*64))
+
+
+def test_a_small_validation_split_is_scored_whole_by_default(tmp_path, corpus_file, monkeypatch):
+    scored = spy_evaluations(monkeypatch)
+    train(config(corpus_file, "train.max_steps=10"), tmp_path / "r")
+    val_chars = len(corpus_file.read_text()) - int(len(corpus_file.read_text()) * 0.9)
+    assert scored and all(val_chars - 16 <= n < val_chars for n in scored)  # all but the ragged tail (< B)
+
+
+def test_a_signal_during_validation_abandons_it_unrecorded_and_saves_the_last_step(tmp_path, corpus_file,
+                                                                                   monkeypatch):
+    real = train_mod.evaluate
+
+    def signal_then_evaluate(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # arrives as the validation starts
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", signal_then_evaluate)
+    result = train(config(corpus_file), tmp_path / "r")
+    assert result.interrupted and result.stopped_by == "SIGTERM" and result.step == 10 and result.val_loss is None
+    assert last(tmp_path / "r").run.step == 10 and last(tmp_path / "r").run.val_loss is None
+    assert not any("val/loss" in line for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines())
+    assert not (tmp_path / "r" / "checkpoints" / "best.pt").exists()
+
+
+def test_a_signal_while_encoding_stops_before_anything_is_written(tmp_path, corpus_file, monkeypatch):
+    from charrnn import cache, corpus
+
+    real = corpus._mark
+
+    def signal_then_mark(seen, text):
+        signal.raise_signal(signal.SIGTERM)
+        real(seen, text)
+
+    monkeypatch.setattr(corpus, "_mark", signal_then_mark)
+    fresh = tmp_path / "fresh.txt"
+    fresh.write_text("a corpus no test has cached yet\n" * 500)
+    with pytest.raises(Stopped, match="SIGTERM"):
+        train(config(fresh), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    assert not [p for p in cache.cache_dir().iterdir() if p.name.startswith(".")]  # no temp dir left
+
+
+def test_include_filters_that_leave_nothing_are_refused_before_the_run_dir_exists(tmp_path, corpus_file):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("print('hi')\n" * 100)
+    with pytest.raises(UserError, match="holds no files to train on after data.include"):
+        train(config(tmp_path / "src", "data.include=['*.c']"), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_dir_inside_its_directory_corpus_is_left_out_and_resumes(tmp_path, corpus_file):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text(corpus_file.read_text())
+    messages = []
+    train(config(src, "train.max_steps=10"), src / "runs" / "x", echo=messages.append)
+    result = resume(src / "runs" / "x", ["train.max_steps=20"], echo=messages.append)
+    assert result.step == 20  # the run's own config.toml and metrics never became part of the corpus
+    assert any("left out 1 charrnn run dir(s) inside the corpus: runs/x" in m for m in messages)
