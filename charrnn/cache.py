@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from charrnn.errors import UserError
+from charrnn.files import pid_alive
 
 FORMAT = 3  # bump whenever the entry layout changes: older entries are then rebuilt
 _VALIDATE_BYTES = 16 << 20  # read ids in pieces this big to check their range, without mapping them all
@@ -113,14 +114,15 @@ def store(entry: Path, meta: dict[str, Any], write: Callable[[Path], None]) -> E
 def clean_stale(parent: Path) -> None:
     """Remove temp and trash dirs left by processes that no longer run (a kill during encoding)."""
     for path in parent.glob(".*-*"):
-        if path.name.startswith((_TMP, _TRASH)) and not _alive(path.name.split("-")[1]):
+        pid = path.name.split("-")[1]
+        if path.name.startswith((_TMP, _TRASH)) and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
 
 def _replace_dir(tmp: Path, entry: Path) -> None:
     """Rename `tmp` to `entry`; a damaged `entry` is moved aside first, a valid one from a racing process wins."""
     if entry.exists():
-        trash = entry.parent / f"{_TRASH}{os.getpid()}-{entry.name}"
+        trash = entry.parent / f"{_TRASH}{os.getpid()}-{entry.name}"  # pid first, as clean_stale reads it
         try:
             os.replace(entry, trash)
         except OSError:
@@ -143,16 +145,6 @@ def _store_private(meta: dict[str, Any], write: Callable[[Path], None]) -> Entry
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return Entry(ids, meta, cached=False)
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _meta_ok(meta: dict[str, Any]) -> bool:

@@ -17,7 +17,6 @@ import os
 import pickle
 import re
 import stat
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from torch import Tensor
 from charrnn.config import Config, from_dict
 from charrnn.corpus import Vocab
 from charrnn.errors import UserError
+from charrnn.files import describe_os_error, temp_beside
 from charrnn.metrics import bpc
 from charrnn.model import CharRNN, Hidden
 
@@ -173,7 +173,7 @@ def _write(path: Path, state: dict[str, Any]) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = temp_beside(path, binary=True)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -186,7 +186,7 @@ def _write(path: Path, state: dict[str, Any]) -> None:
         finally:
             os.close(dir_fd)
     except OSError as e:
-        raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; "
+        raise UserError(f"cannot write checkpoint {path}: {describe_os_error(e)}; "
                         "the previous checkpoint is kept") from None
     finally:
         if tmp is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from charrnn.errors import UserError
+from charrnn.files import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,9 +70,10 @@ class TrainConfig:
                           _non_negative, ">= 0")
     sample_every: int = _opt(500, "log a generated sample to TensorBoard every N steps (0 = never)",
                              _non_negative, ">= 0")
-    sample_length: int = _opt(300, "characters per logged sample", _positive, ">= 1")
+    sample_length: int = _opt(300, "characters per logged sample", lambda x: 1 <= x <= 100_000,
+                              "in [1, 100000]")
     log_every: int = _opt(10, "log train scalars every N steps", _positive, ">= 1")
-    seed: int = _opt(1337, "seed for weights, dropout and sampling", _non_negative, ">= 0")
+    seed: int = _opt(1337, "seed for weights, dropout and sampling", lambda x: 0 <= x < 2**63, "in [0, 2**63)")
     device: str = _opt("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     precision: str = _opt("fp32", "'fp32', 'bf16' or 'fp16' (autocast; CUDA only)",
                           lambda x: x in ("fp32", "bf16", "fp16"), "'fp32', 'bf16' or 'fp16'")
@@ -127,10 +128,23 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return json.dumps(v)  # TOML basic strings share JSON's escapes; \u escapes keep any path writable
+        return _toml_string(v)
     if isinstance(v, tuple):
         return "[" + ", ".join(map(_toml_value, v)) + "]"
     return repr(v)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string; unlike JSON, TOML spells characters beyond U+FFFF as one \\U escape, never as a pair."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable() and not 0xD800 <= ord(char) <= 0xDFFF:
+            out.append(char)
+        else:
+            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _parse_override(item: str) -> tuple[str, str, Any]:
@@ -205,10 +219,8 @@ def load_config(path: Path | None, overrides: Sequence[str] = (), values: Mappin
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"config file not found: {path}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            data = tomllib.loads(read_text(path, "config file"))
+        except tomllib.TOMLDecodeError as e:
             raise UserError(f"config file {path} is not valid TOML: {e}") from None
     return from_dict(data, overrides, values)
 

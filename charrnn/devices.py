@@ -43,3 +43,17 @@ def seeded_generator(device: torch.device | str, seed: int | None) -> torch.Gene
     else:
         generator.manual_seed(seed)
     return generator
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for tensors on `device` now (None when unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None

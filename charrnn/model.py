@@ -76,6 +76,20 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
+    """How many parameters CharRNN(vocab_size, cfg) has, computed without building it."""
+    size, gates = cfg.hidden_size, GATES[cfg.cell]
+    first, rest = gates * size * (cfg.embed_dim + size + 2), gates * size * (2 * size + 2)
+    return vocab_size * cfg.embed_dim + first + (cfg.num_layers - 1) * rest + (size + 1) * vocab_size
+
+
+def training_bytes(vocab_size: int, cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
+    """A rough lower bound on the memory training needs: fp32 weights, gradients and AdamW's two moments,
+    plus the activations one window keeps for backpropagation."""
+    per_step = cfg.embed_dim + cfg.num_layers * cfg.hidden_size * (GATES[cfg.cell] + 2) + 2 * vocab_size
+    return 4 * (4 * parameter_count(vocab_size, cfg) + batch_size * seq_len * per_step)
+
+
 def _unpack(hidden: Hidden | None) -> Tensor | tuple[Tensor, Tensor] | None:
     """Our uniform tuple -> what nn.LSTM (a pair) or nn.GRU / nn.RNN (one tensor) take."""
     if hidden is None or len(hidden) == 2:

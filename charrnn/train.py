@@ -22,12 +22,12 @@ from charrnn.batching import Streams, fit_batch
 from charrnn.checkpoint import RunState, Saved
 from charrnn.config import Config, TrainConfig
 from charrnn.corpus import Corpus, Vocab, load_corpus
-from charrnn.devices import autocast
+from charrnn.devices import autocast, available_memory
 from charrnn.distributed import Context, setup, teardown
 from charrnn.errors import UserError
 from charrnn.evaluation import evaluate
 from charrnn.metrics import MetricsLogger, NullLogger, bpc
-from charrnn.model import CharRNN, Hidden, cross_entropy, detach
+from charrnn.model import CharRNN, Hidden, cross_entropy, detach, training_bytes
 from charrnn.optim import lr_at, make_optimizer
 from charrnn.sampling import sample_text
 from charrnn.signals import Stopped, StopSignals
@@ -90,6 +90,7 @@ def train(cfg: Config, run_dir: Path, *, resume: Saved | None = None, overwrite:
     try:
         if cfg.train.precision != "fp32" and ctx.device.type != "cuda":
             raise UserError(f"train.precision {cfg.train.precision} needs CUDA; use fp32 on {ctx.device}")
+        _check_memory(cfg, 1, cfg.train.batch_size // ctx.world_size, cfg.train.seq_len, ctx)  # before encoding
         with StopSignals() as signals:
             corpus = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include,
                                  exclude=cfg.data.exclude, skip_dir=_skip_dir(run_dir), verify=resume is not None,
@@ -142,20 +143,17 @@ def _run(cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: Saved
     _report_corpus(corpus, echo)
     parts = _build(cfg, ctx, corpus, echo)
     if resume is None:
-        state = RunState(run_id=uuid.uuid4().hex, corpus_hash=corpus.content_hash)
+        state = RunState(run_id=_agreed_run_id(ctx), corpus_hash=corpus.content_hash)
         torch.manual_seed(tc.seed + ctx.rank)  # dropout masks differ between processes
     else:
         state = _restore(resume, parts, corpus, ctx, tc, run_dir)
     global_batch = parts.train.batch_size * ctx.world_size
     hidden = (tuple(t[:, ctx.rows(global_batch)].to(ctx.device) for t in state.hidden) if state.hidden
               else parts.model.init_hidden(parts.train.batch_size, ctx.device))
-    if resume is None:
-        if overwrite:
-            rundir.clear_run(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
     if ctx.is_main:
-        rundir.write_text_atomic(run_dir / rundir.CONFIG, cfg.to_toml())
-    logger = MetricsLogger(run_dir, state.step if resume else None) if ctx.is_main else NullLogger()
+        rundir.prepare(run_dir, state.run_id, cfg.to_toml(), fresh=resume is None, overwrite=overwrite)
+    ctx.barrier()
+    logger = MetricsLogger(run_dir, state.step if resume else None, warn=echo) if ctx.is_main else NullLogger()
     stop_check = _stop_check(signals, ctx)
     bar = tqdm(total=_expected_steps(tc, state, len(parts.train), None), initial=state.step, unit="step",
                disable=not progress, dynamic_ncols=True, desc="train")
@@ -239,6 +237,14 @@ def _run(cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: Saved
                        chars / max(clock.seconds, 1e-9))
 
 
+def _agreed_run_id(ctx: Context) -> str:
+    """A new run id, the same in every process."""
+    ids = [uuid.uuid4().hex]
+    if ctx.enabled:
+        torch.distributed.broadcast_object_list(ids, src=0)
+    return ids[0]
+
+
 def _report_corpus(corpus: Corpus, echo: Callable[[str], None]) -> None:
     if corpus.encode_seconds:
         mb = corpus.size_bytes / 1e6
@@ -263,6 +269,7 @@ def _build(cfg: Config, ctx: Context, corpus: Corpus, echo: Callable[[str], None
             echo("warning: " + w)
     # train.eval_chars caps each validation at the first windows of every stream: the same text every time.
     val_windows = math.ceil(tc.eval_chars / (val_batch * val_seq_len)) if tc.eval_chars else None
+    _check_memory(cfg, corpus.vocab.size, batch // world, seq_len, ctx)
     global_index = torch.arange(batch)[ctx.rows(batch)]
     torch.manual_seed(tc.seed)  # the same initial weights in every process
     model = CharRNN(corpus.vocab.size, cfg.model).to(ctx.device)
@@ -280,9 +287,21 @@ def _build(cfg: Config, ctx: Context, corpus: Corpus, echo: Callable[[str], None
         reset_offsets=(global_index * max(tc.reset_every, 1) // batch).to(ctx.device))
 
 
+def _check_memory(cfg: Config, vocab_size: int, batch_size: int, seq_len: int, ctx: Context) -> None:
+    """Refuse a model that cannot fit before allocating it, naming the estimate."""
+    need, free = training_bytes(vocab_size, cfg.model, batch_size, seq_len), available_memory(ctx.device)
+    if free is not None and need > free:
+        m = cfg.model
+        raise UserError(f"a {m.num_layers} x {m.hidden_size} {m.cell} (embed_dim {m.embed_dim}) needs about "
+                        f"{need / 2**30:,.1f} GiB to train, but {ctx.device} has {free / 2**30:,.1f} GiB free; "
+                        "use a smaller model.hidden_size, model.num_layers or model.embed_dim")
+
+
 def _restore(saved: Saved, parts: _Parts, corpus: Corpus, ctx: Context, tc: TrainConfig, run_dir: Path) -> RunState:
     """Load the saved weights, optimizer and RNG into the run's objects; the saved position comes back."""
     state = saved.run
+    rundir.check_identity(run_dir, state.run_id)
+    state.run_id = state.run_id or _agreed_run_id(ctx)  # format 1 checkpoints had none
     if state.corpus_hash != corpus.content_hash:
         raise UserError(f"{corpus.path} is not the text this run was trained on (its content hash differs); "
                         "resume needs the same corpus")

@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from charrnn.config import ModelConfig
-from charrnn.model import CharRNN, cross_entropy
+from charrnn.model import CharRNN, cross_entropy, parameter_count
 from charrnn.sampling import Stepper
 
 
@@ -65,3 +66,29 @@ def test_cross_entropy_matches_the_plain_definition():
     targets = torch.randint(0, 7, (2, 5))
     plain = torch.nn.functional.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1))
     torch.testing.assert_close(cross_entropy(logits, targets), plain)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_every_cell_runs_and_its_size_is_known_before_building(cell):
+    model = make(cell=cell, num_layers=3)
+    logits, hidden = model(torch.randint(0, 20, (3, 7)))
+    assert logits.shape == (3, 7, 20) and len(hidden) == (2 if cell == "lstm" else 1)
+    assert all(h.shape == (3, 3, 16) for h in hidden)
+    assert model.num_params() == parameter_count(20, model.cfg)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_gru_and_rnn_start_with_orthogonal_recurrent_blocks_and_zero_biases(cell):
+    model = make(cell=cell)
+    for block in model.rnn.weight_hh_l1.split(16, dim=0):
+        torch.testing.assert_close(block @ block.t(), torch.eye(16), atol=1e-5, rtol=0)
+    assert not model.rnn.bias_ih_l0.any() and not model.rnn.bias_hh_l1.any()
+
+
+def test_embedding_dropout_only_in_training():
+    model = make(embed_dropout=0.5)
+    ids = torch.randint(0, 20, (2, 5))
+    model.eval()
+    torch.testing.assert_close(model(ids)[0], model(ids)[0])
+    model.train()
+    assert not torch.equal(model(ids)[0], model(ids)[0])
