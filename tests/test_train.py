@@ -277,3 +277,37 @@ def test_a_run_dir_inside_its_directory_corpus_is_left_out_and_resumes(tmp_path,
     result = resume(src / "runs" / "x", ["train.max_steps=20"], echo=messages.append)
     assert result.step == 20  # the run's own config.toml and metrics never became part of the corpus
     assert any("left out 1 charrnn run dir(s) inside the corpus: runs/x" in m for m in messages)
+
+
+def test_nan_before_any_checkpoint_says_none_was_written(tmp_path, corpus_file, monkeypatch):
+    real = train_mod.cross_entropy
+    monkeypatch.setattr(train_mod, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(UserError, match=r"the loss became nan at step 1; stopped. No checkpoint was written yet: "
+                                        r"start again with a lower lr, e.g. --set train.lr="):
+        train(config(corpus_file), tmp_path / "r")
+
+
+def test_sigterm_during_the_final_evaluation_is_an_interruption(tmp_path, corpus_file, monkeypatch):
+    real = train_mod.evaluate
+
+    def signal_then_evaluate(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", signal_then_evaluate)
+    result = train(config(corpus_file, "train.max_steps=12", "train.eval_every=100"), tmp_path / "r")
+    assert result.interrupted and result.stopped_by == "SIGTERM" and result.step == 12
+    assert last(tmp_path / "r").run.step == 12  # saved, so a resume would evaluate and finish
+
+
+def test_resume_refuses_a_same_size_rewrite_that_keeps_the_mtime(tmp_path, corpus_file):
+    import os
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(corpus_file.read_text())
+    train(config(corpus, "train.max_steps=10"), tmp_path / "r")
+    before = os.stat(corpus)
+    corpus.write_text(corpus_file.read_text().swapcase())  # same size
+    os.utime(corpus, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(UserError, match="is not the text this run was trained on"):
+        resume(tmp_path / "r", ["train.max_steps=20"])
