@@ -18,6 +18,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,11 @@ CHUNK_BYTES = 256 << 10  # small enough that per-chunk temporaries stay in cache
 BYTES = "bytes"  # the encoding name that means "raw bytes, 256 symbols"
 _MAX_CODEPOINT = 0x110000
 SKIPPED_DIRS = ("__pycache__",)  # build products, skipped like hidden directories
+_ASCII_SUPERSETS = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252"}  # codec names as codecs.lookup gives them
+
+# A piece of decoded text: a str, or bytes whose values are its code points (ASCII that skipped
+# the decoder, or raw bytes under --encoding bytes).
+Piece = str | bytes
 
 
 @dataclass(frozen=True)
@@ -157,11 +163,25 @@ def _read_chunks(path: Path, on_chunk: Callable[[bytes], object]) -> Iterator[by
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def iter_text(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = len) -> Iterator[str]:
-    """Decoded, newline-normalised text of one file, chunk by chunk."""
+def iter_text(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = len) -> Iterator[Piece]:
+    """Decoded, newline-normalised text of one file, piece by piece.
+
+    In an ASCII-compatible encoding, a chunk of plain ASCII (no CR, the decoder holding nothing)
+    skips the decoder and comes as bytes: its byte values are its code points.
+    """
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    ascii_passthrough = codecs.lookup(encoding).name in _ASCII_SUPERSETS
     offset, held_cr, started = 0, "", False
     for chunk in _read_chunks(path, on_chunk):
+        if ascii_passthrough and started and chunk.isascii() and not decoder.getstate()[0]:
+            if b"\0" in chunk:
+                raise _BadFile("contains NUL bytes and looks binary; use --encoding bytes to train on raw bytes")
+            offset += len(chunk)
+            data = b"\r" + chunk if held_cr else chunk
+            held_cr = "\r" if data.endswith(b"\r") else ""  # its LF may start the next chunk
+            data = data[: len(data) - len(held_cr)]
+            yield data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in data else data
+            continue
         buffered = len(decoder.getstate()[0])
         try:
             text = decoder.decode(chunk)
@@ -189,26 +209,34 @@ def iter_text(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = l
         yield text.removeprefix("\ufeff") if not started else text
 
 
-def _texts(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = len) -> Iterator[str]:
-    """A file as text chunks; raw bytes come as latin-1 text, whose code points are the byte values."""
+def _texts(path: Path, encoding: str, on_chunk: Callable[[bytes], object] = len) -> Iterator[Piece]:
+    """A file as pieces of text; raw bytes come as they are: their values are the ids of the byte vocabulary."""
     if encoding == BYTES:
-        return (chunk.decode("latin-1") for chunk in _read_chunks(path, on_chunk))
+        return _read_chunks(path, on_chunk)
     return iter_text(path, encoding, on_chunk)
 
 
-def _codepoints(text: str) -> np.ndarray:
-    if text.isascii():  # O(1) in CPython, and the common case: one byte per character
-        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+def _codepoints(piece: Piece) -> np.ndarray:
+    if isinstance(piece, bytes):
+        return np.frombuffer(piece, dtype=np.uint8)
+    if piece.isascii():  # O(1) in CPython, and the common case: one byte per character
+        return np.frombuffer(piece.encode("ascii"), dtype=np.uint8)
+    return np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
-def _mark(seen: np.ndarray, text: str) -> None:
-    """Set seen[c] for every code point c in `text`."""
-    points = _codepoints(text)
-    if points.dtype == np.uint8:
-        seen[:128] |= np.bincount(points, minlength=128).astype(bool)
-    else:
-        seen[points] = True
+class _Alphabet:
+    """The set of code points seen so far."""
+
+    def __init__(self) -> None:
+        self.seen = np.zeros(_MAX_CODEPOINT, dtype=bool)
+        self._known_bytes = b""  # the seen code points below 256, for bytes.translate
+
+    def add(self, piece: Piece) -> None:
+        if isinstance(piece, bytes):
+            piece = piece.translate(None, self._known_bytes)  # C speed; usually nothing is left
+        if piece:
+            self.seen[_codepoints(piece)] = True
+            self._known_bytes = np.flatnonzero(self.seen[:256]).astype(np.uint8).tobytes()
 
 
 def id_table(vocab: Vocab, dtype: np.dtype, missing: int = 0) -> np.ndarray:
@@ -218,9 +246,26 @@ def id_table(vocab: Vocab, dtype: np.dtype, missing: int = 0) -> np.ndarray:
     return table
 
 
-def _lookup(table: np.ndarray, text: str) -> np.ndarray:
-    """table[c] for every code point c in `text`."""
-    return np.take(table, _codepoints(text))
+def _lookup(table: np.ndarray, piece: Piece) -> np.ndarray:
+    """table[c] for every code point c in `piece`."""
+    return np.take(table, _codepoints(piece))
+
+
+class _BackgroundHash:
+    """BLAKE2b of a stream of chunks, computed on a worker thread (hashlib releases the GIL), one chunk ahead."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._hash, self._pool, self._pending = hashlib.blake2b(digest_size=16), pool, None
+
+    def update(self, chunk: bytes) -> None:
+        if self._pending is not None:
+            self._pending.result()  # at most one chunk in flight: memory stays bounded
+        self._pending = self._pool.submit(self._hash.update, chunk)
+
+    def digest(self) -> bytes:
+        if self._pending is not None:
+            self._pending.result()
+        return self._hash.digest()
 
 
 def check_encoding(encoding: str) -> None:
@@ -238,31 +283,32 @@ def check_encoding(encoding: str) -> None:
 def _scan(files: list[Path], encoding: str, single: bool, bar: tqdm,
           check: Callable[[], None]) -> tuple[Vocab, int, str, list[int], list[str]]:
     """Pass 1: vocabulary, length, content hash, and which files are usable (by index)."""
-    seen = np.zeros(_MAX_CODEPOINT, dtype=bool)
+    alphabet = _Alphabet()
     total, digest, used, skipped = 0, hashlib.blake2b(digest_size=16), [], []
-    for index, f in enumerate(files):
-        file_seen = np.zeros(_MAX_CODEPOINT, dtype=bool)
-        file_hash, n = hashlib.blake2b(digest_size=16), 0
+    with ThreadPoolExecutor(1) as pool:
+        for index, f in enumerate(files):
+            file_alphabet, file_hash, n = _Alphabet(), _BackgroundHash(pool), 0
 
-        def on_chunk(chunk: bytes, file_hash=file_hash) -> None:
-            check()
-            file_hash.update(chunk)
-            bar.update(len(chunk))
+            def on_chunk(chunk: bytes, file_hash=file_hash) -> None:
+                check()
+                file_hash.update(chunk)
+                bar.update(len(chunk))
 
-        try:
-            for text in _texts(f, encoding, on_chunk):
-                _mark(file_seen, text)
-                n += len(text)
-        except _BadFile as e:
-            if single:
-                raise UserError(f"{f} {e}") from None
-            skipped.append(f"{f.name}: {str(e).split(';')[0]}")
-            continue
-        seen |= file_seen
-        total += n
-        digest.update(file_hash.digest())
-        used.append(index)
-    vocab = Vocab.bytes() if encoding == BYTES else Vocab("".join(map(chr, np.flatnonzero(seen))))
+            try:
+                for piece in _texts(f, encoding, on_chunk):
+                    if encoding != BYTES:  # the byte vocabulary is all 256 values anyway
+                        file_alphabet.add(piece)
+                    n += len(piece)
+            except _BadFile as e:
+                if single:
+                    raise UserError(f"{f} {e}") from None
+                skipped.append(f"{f.name}: {str(e).split(';')[0]}")
+                continue
+            alphabet.seen |= file_alphabet.seen
+            total += n
+            digest.update(file_hash.digest())
+            used.append(index)
+    vocab = Vocab.bytes() if encoding == BYTES else Vocab("".join(map(chr, np.flatnonzero(alphabet.seen))))
     return vocab, total, digest.hexdigest(), used, skipped
 
 
@@ -281,6 +327,7 @@ def _write_ids(files: list[Path], encoding: str, vocab: Vocab, total: int, out: 
                check: Callable[[], None]) -> None:
     """Pass 2: ids appended to a .npy file with plain writes, so no dirty pages pile up in this process."""
     table = id_table(vocab, vocab.dtype)
+    translation = table[:256].tobytes() if vocab.dtype == np.uint8 else None  # ASCII pieces: bytes.translate
     written = 0
 
     def on_chunk(chunk: bytes) -> None:
@@ -292,12 +339,13 @@ def _write_ids(files: list[Path], encoding: str, vocab: Vocab, total: int, out: 
         np.lib.format.write_array_header_1_0(f, header)
         for path in files:
             try:
-                for text in _texts(path, encoding, on_chunk):
-                    ids = _lookup(table, text)
-                    written += len(ids)
+                for piece in _texts(path, encoding, on_chunk):
+                    use_translate = translation is not None and isinstance(piece, bytes)
+                    ids = piece.translate(translation) if use_translate else _lookup(table, piece).tobytes()
+                    written += len(piece)
                     if written > total:
                         raise UserError(f"{path} changed while it was being encoded; try again")
-                    f.write(ids.tobytes())
+                    f.write(ids)
             except _BadFile:
                 raise UserError(f"{path} changed while it was being encoded; try again") from None
     if written != total:

@@ -150,3 +150,20 @@ def test_invalid_utf8_offset_is_exact_across_chunk_boundaries(tmp_path, monkeypa
     path.write_bytes("café ok ".encode() + b"\xe9 bad")  # 'é' straddles the first chunk boundary
     with pytest.raises(UserError, match="byte offset 9"):
         load_corpus(path)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 5, 7])
+def test_ascii_fast_path_and_decoder_agree_on_newlines_at_any_chunk_size(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(corpus_mod, "CHUNK_BYTES", chunk)
+    raw = "\ufeffab\r\ncd\r\rxé\r\nfg\r\nhi\r\r\nj\rk\r".encode()
+    (tmp_path / "a.txt").write_bytes(raw)
+    expected = "ab\ncd\n\nxé\nfg\nhi\n\nj\nk\n"
+    assert text_of(load_corpus(tmp_path / "a.txt")) == expected
+    ids, skipped = encode_file(tmp_path / "a.txt", load_corpus(tmp_path / "a.txt").vocab)
+    assert skipped == 0 and len(ids) == len(expected)
+
+
+def test_raw_bytes_are_their_own_ids(tmp_path):
+    data = bytes(range(256)) * 3 + b"\r\n\x00"
+    (tmp_path / "b.bin").write_bytes(data)
+    assert load_corpus(tmp_path / "b.bin", "bytes").ids.tobytes() == data

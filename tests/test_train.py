@@ -245,13 +245,13 @@ def test_a_signal_during_validation_abandons_it_unrecorded_and_saves_the_last_st
 def test_a_signal_while_encoding_stops_before_anything_is_written(tmp_path, corpus_file, monkeypatch):
     from charrnn import cache, corpus
 
-    real = corpus._mark
+    real = corpus._Alphabet.add
 
-    def signal_then_mark(seen, text):
+    def signal_then_add(self, piece):
         signal.raise_signal(signal.SIGTERM)
-        real(seen, text)
+        real(self, piece)
 
-    monkeypatch.setattr(corpus, "_mark", signal_then_mark)
+    monkeypatch.setattr(corpus._Alphabet, "add", signal_then_add)
     fresh = tmp_path / "fresh.txt"
     fresh.write_text("a corpus no test has cached yet\n" * 500)
     with pytest.raises(Stopped, match="SIGTERM"):
