@@ -101,3 +101,11 @@ def test_list_values_and_python_values_override():
     assert cfg.data.include == ("*.c", "*.h") and cfg.data.exclude == ("tests/*",) and cfg.train.seed == 3
     with pytest.raises(UserError, match="data.include must be a list of strings"):
         load_config(None, ["data.include=3"])
+
+
+def test_the_readme_config_reference_is_current():
+    from charrnn.config import _toml_value, reference
+
+    readme = (ROOT / "README.md").read_text()
+    for key, default, help_text in reference():
+        assert f"| `{key}` | `{_toml_value(default)}` | {help_text} |" in readme, key
