@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -78,3 +80,24 @@ def setup(device_name: str) -> Context:
 def teardown(ctx: Context) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _rng_state(ctx: Context) -> dict[str, Any]:
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if ctx.device.type == "cuda" else []}
+
+
+def restore_rng(state: dict[str, Any], ctx: Context) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if ctx.device.type == "cuda" and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_rng(ctx: Context) -> list[dict[str, Any]]:
+    """Every process's RNG state, in rank order (collective)."""
+    if not ctx.enabled:
+        return [_rng_state(ctx)]
+    states: list[Any] = [None] * ctx.world_size
+    torch.distributed.all_gather_object(states, _rng_state(ctx))
+    return states

@@ -4,7 +4,6 @@ evaluation, samples and checkpoints. It owns the step, the data position and the
 from __future__ import annotations
 
 import math
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,7 +22,7 @@ from charrnn.checkpoint import RunState, Saved
 from charrnn.config import Config, TrainConfig
 from charrnn.corpus import Corpus, Vocab, load_corpus
 from charrnn.devices import autocast, available_memory
-from charrnn.distributed import Context, setup, teardown
+from charrnn.distributed import Context, gather_rng, restore_rng, setup, teardown
 from charrnn.errors import UserError
 from charrnn.evaluation import evaluate
 from charrnn.metrics import MetricsLogger, NullLogger, bpc
@@ -31,6 +30,7 @@ from charrnn.model import CharRNN, Hidden, cross_entropy, detach, training_bytes
 from charrnn.optim import lr_at, make_optimizer
 from charrnn.sampling import sample_text
 from charrnn.signals import Stopped, StopSignals
+from charrnn.stopping import SIGNALS, expected_steps, limit_reached, stop_check, stop_reason
 
 SAMPLE_TEMPERATURE = 0.8  # for the samples logged to TensorBoard: cooler than 1, still varied
 # Settings a resumed run may change; anything else would make the saved state meaningless.
@@ -38,11 +38,6 @@ RESUMABLE = {"train." + k for k in ("lr", "min_lr_ratio", "weight_decay", "warmu
                                     "grad_clip", "max_steps", "max_epochs", "time_budget", "eval_every",
                                     "eval_chars", "checkpoint_every", "keep_last", "sample_every",
                                     "sample_length", "log_every", "device", "precision")} | {"data.path"}
-SIGNALS = ("SIGINT", "SIGTERM")
-# Why a run stops, as codes that processes can agree on with one all-reduce (MAX): signals win.
-_STOP_CODES: list[str | None] = [None, "max_steps", "max_epochs", "time_budget", "SIGTERM", "SIGINT"]
-
-
 @dataclass(frozen=True)
 class TrainResult:
     step: int
@@ -154,8 +149,8 @@ def _run(cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: Saved
         rundir.prepare(run_dir, state.run_id, cfg.to_toml(), fresh=resume is None, overwrite=overwrite)
     ctx.barrier()
     logger = MetricsLogger(run_dir, state.step if resume else None, warn=echo) if ctx.is_main else NullLogger()
-    stop_check = _stop_check(signals, ctx)
-    bar = tqdm(total=_expected_steps(tc, state, len(parts.train), None), initial=state.step, unit="step",
+    poll = stop_check(signals, ctx)
+    bar = tqdm(total=expected_steps(tc, state, len(parts.train), None), initial=state.step, unit="step",
                disable=not progress, dynamic_ncols=True, desc="train")
     clock, first_step = _Clock(), state.step
     wall_start = time.monotonic() - state.elapsed
@@ -164,7 +159,7 @@ def _run(cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: Saved
     try:
         while True:
             state.elapsed = time.monotonic() - wall_start
-            stop = stop or _stop_reason(tc, state, len(parts.train), signals, ctx, eval_seconds)
+            stop = stop or stop_reason(tc, state, len(parts.train), signals, ctx, eval_seconds)
             last_step = stop is not None
             interrupted = stop in SIGNALS
             moved = state.step > first_step  # at the start of a session there is nothing new to log or save
@@ -179,7 +174,7 @@ def _run(cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: Saved
             if pending and due:
                 record = _train_scalars(pending, clock.seconds - logged_at, parts, tc, state, ctx, run_dir)
                 pending, logged_at = [], clock.seconds
-                bar.total = _expected_steps(tc, state, len(parts.train), bar.format_dict["rate"])
+                bar.total = expected_steps(tc, state, len(parts.train), bar.format_dict["rate"])
 
             # once in a while: evaluate (the final evaluation too, unless a signal stopped the run)
             improved = False
@@ -187,7 +182,7 @@ def _run(cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: Saved
                 tick = time.monotonic()
                 try:
                     val_loss, _ = evaluate(parts.model, parts.val, ctx, tc.precision, windows=parts.val_windows,
-                                           check=stop_check)
+                                           check=poll)
                 except Stopped as e:  # abandoned, so not recorded; the state is still that of the last step
                     stop, last_step = e.args[0], True
                 else:
@@ -305,7 +300,7 @@ def _restore(saved: Saved, parts: _Parts, corpus: Corpus, ctx: Context, tc: Trai
     if state.corpus_hash != corpus.content_hash:
         raise UserError(f"{corpus.path} is not the text this run was trained on (its content hash differs); "
                         "resume needs the same corpus")
-    limit = _limit_reached(tc, state, len(parts.train))
+    limit = limit_reached(tc, state, len(parts.train))
     if limit is not None:
         raise UserError(f"{run_dir} already stopped at step {state.step} by its {limit} limit; raise it to "
                         f"continue, e.g. --max-steps {tc.max_steps * 2}")
@@ -313,56 +308,10 @@ def _restore(saved: Saved, parts: _Parts, corpus: Corpus, ctx: Context, tc: Trai
     parts.optimizer.load_state_dict(saved.optimizer)
     parts.scaler.load_state_dict(saved.scaler)
     if len(state.rng) == ctx.world_size:
-        _set_rng_state(state.rng[ctx.rank], ctx)
+        restore_rng(state.rng[ctx.rank], ctx)
     else:  # a different number of processes: fresh, but still seeded, dropout masks
         torch.manual_seed(tc.seed + ctx.rank + 1_000_003 * state.step)
     return state
-
-
-def _limit_reached(tc: TrainConfig, state: RunState, epoch_windows: int) -> str | None:
-    """The deterministic limits: every process reaches the same answer at the same step without talking."""
-    if state.step >= tc.max_steps:
-        return "max_steps"
-    if tc.max_epochs and state.epoch + state.window / epoch_windows >= tc.max_epochs:
-        return "max_epochs"
-    return None
-
-
-def _stop_reason(tc: TrainConfig, state: RunState, epoch_windows: int, signals: StopSignals, ctx: Context,
-                 eval_reserve: float) -> str | None:
-    """Why to stop now, if at all. Deterministic limits come first, so that every process takes the same path."""
-    limit = _limit_reached(tc, state, epoch_windows)
-    if limit is not None:
-        return limit
-    # Clocks and signals differ between processes: with several, they count only at log steps, agreed on by all.
-    if ctx.enabled and state.step % tc.log_every:
-        return None
-    over_budget = tc.time_budget and state.elapsed + eval_reserve >= tc.time_budget  # keep time for the final eval
-    reason = signals.received or ("time_budget" if over_budget else None)
-    return _STOP_CODES[ctx.agree(_STOP_CODES.index(reason))]
-
-
-def _stop_check(signals: StopSignals, ctx: Context) -> Callable[[], None]:
-    """What a long collective operation polls: with several processes, they give up together or not at all."""
-    if not ctx.enabled:
-        return signals.check
-
-    def check() -> None:
-        code = ctx.agree(_STOP_CODES.index(signals.received))
-        if code:
-            raise Stopped(_STOP_CODES[code])
-
-    return check
-
-
-def _expected_steps(tc: TrainConfig, state: RunState, epoch_windows: int, steps_per_sec: float | None) -> int:
-    """Where the run will stop, for the progress bar's total and ETA."""
-    total = tc.max_steps
-    if tc.max_epochs:
-        total = min(total, math.ceil(tc.max_epochs * epoch_windows))
-    if tc.time_budget and steps_per_sec:
-        total = min(total, state.step + int((tc.time_budget - state.elapsed) * steps_per_sec))
-    return max(total, state.step)
 
 
 def _train_step(parts: _Parts, tc: TrainConfig, state: RunState, hidden: Hidden,
@@ -427,7 +376,7 @@ def _save(run_dir: Path, cfg: Config, parts: _Parts, state: RunState, hidden: Hi
     """Write last.pt (and best.pt, step-N.pt); collective, so every process calls it."""
     if not all(bool(p.isfinite().all()) for p in parts.model.parameters()):
         _diverged(f"the weights hold NaN or inf at step {state.step}", cfg.train, run_dir)
-    snapshot = replace(state, hidden=tuple(ctx.gather_rows(t, dim=1).cpu() for t in hidden), rng=_gather_rng(ctx))
+    snapshot = replace(state, hidden=tuple(ctx.gather_rows(t, dim=1).cpu() for t in hidden), rng=gather_rng(ctx))
 
     def write(path: Path) -> None:
         checkpoint.save_run(path, config=cfg, vocab=parts.vocab, model=parts.model, optimizer=parts.optimizer,
@@ -441,27 +390,6 @@ def _save(run_dir: Path, cfg: Config, parts: _Parts, state: RunState, hidden: Hi
         if periodic:
             checkpoint.save_periodic(run_dir, state.step, write, cfg.train.keep_last)
     ctx.barrier()  # no process may exit (and have torchrun stop the others) while the main one writes
-
-
-def _rng_state(ctx: Context) -> dict[str, Any]:
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if ctx.device.type == "cuda" else []}
-
-
-def _set_rng_state(state: dict[str, Any], ctx: Context) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if ctx.device.type == "cuda" and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _gather_rng(ctx: Context) -> list[dict[str, Any]]:
-    """Every process's RNG state, in rank order (collective)."""
-    if not ctx.enabled:
-        return [_rng_state(ctx)]
-    states: list[Any] = [None] * ctx.world_size
-    torch.distributed.all_gather_object(states, _rng_state(ctx))
-    return states
 
 
 def _postfix(scalars: dict[str, float], state: RunState) -> str:
