@@ -5,14 +5,32 @@ from charrnn.config import ModelConfig
 from charrnn.corpus import Vocab
 from charrnn.errors import UserError
 from charrnn.model import CharRNN
-from charrnn.sampling import generate, pick
+from charrnn.sampling import Stepper, generate, pick, unstack
 
 VOCAB = Vocab("\n abcdefgh")
+CELLS = ("lstm", "gru", "rnn")
 
 
-def model() -> CharRNN:
+def model(cell: str = "lstm") -> CharRNN:
     torch.manual_seed(0)
-    return CharRNN(VOCAB.size, ModelConfig(embed_dim=8, hidden_size=16, num_layers=2)).eval()
+    m = CharRNN(VOCAB.size, ModelConfig(cell=cell, embed_dim=8, hidden_size=16, num_layers=2)).eval()
+    with torch.no_grad():  # GRU and RNN biases start at zero: make every weight count, so a misplaced one shows
+        for param in m.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    return m
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_stepper_agrees_with_the_fused_module_step_by_step(cell):
+    m = model(cell)
+    ids = torch.randint(0, VOCAB.size, (5, 40), generator=torch.Generator().manual_seed(1))  # 5 streams
+    with torch.no_grad():
+        expected, _ = m(ids)  # (5, 40, V)
+        _, hidden = m(ids[:, :4])  # start the stepper mid-text, from the fused module's state
+        step, state = Stepper(m), unstack(hidden)
+        got = torch.stack([step(ids[:, t], state) for t in range(4, 40)], dim=1)
+    assert len(state) == m.state_size and len(state[0]) == 2
+    torch.testing.assert_close(got, expected[:, 4:], rtol=1e-5, atol=1e-5)
 
 
 def run(m, seed, **kw) -> str:
@@ -26,8 +44,9 @@ def test_same_seed_same_text_and_other_seed_other_text():
     assert run(m, 1) != run(m, 2)
 
 
-def test_temperature_zero_is_greedy_argmax_of_the_full_forward_pass():
-    m = model()
+@pytest.mark.parametrize("cell", CELLS)
+def test_temperature_zero_is_greedy_argmax_of_the_full_forward_pass(cell):
+    m = model(cell)
     text = run(m, 1, temperature=0)
     ids = VOCAB.encode("abc")
     for _ in range(20):  # recompute each step from scratch with the fused model
@@ -52,8 +71,9 @@ def test_top_k_and_top_p_only_pick_allowed_tokens():
     assert set(pick(logits, 1.0, 0, 0.9, g).tolist()) == {0, 1}
 
 
-def test_batched_samples_are_independent_and_each_well_formed():
-    m = model()
+@pytest.mark.parametrize("cell", CELLS)
+def test_batched_samples_are_independent_and_each_well_formed(cell):
+    m = model(cell)
     steps = list(generate(m, VOCAB, "", 40, num_samples=4, generator=torch.Generator().manual_seed(0)))
     texts = ["".join(col) for col in zip(*steps, strict=True)]
     assert len(texts) == 4 and all(len(t) == 40 for t in texts) and len(set(texts)) > 1
