@@ -311,3 +311,17 @@ def test_resume_refuses_a_same_size_rewrite_that_keeps_the_mtime(tmp_path, corpu
     os.utime(corpus, ns=(before.st_atime_ns, before.st_mtime_ns))
     with pytest.raises(UserError, match="is not the text this run was trained on"):
         resume(tmp_path / "r", ["train.max_steps=20"])
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_every_cell_trains_and_resumes_bitwise(tmp_path, corpus_file, monkeypatch, cell):
+    cfg = config(corpus_file, f"model.cell='{cell}'", "train.max_steps=20")
+    full = train(cfg, tmp_path / "full")
+    with monkeypatch.context() as m:
+        interrupt_after(m, 13)
+        assert train(cfg, tmp_path / "split").interrupted
+    resumed = resume(tmp_path / "split")
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a) and resumed.best_val_loss == full.best_val_loss
+    assert load_run(tmp_path / "full" / "checkpoints" / "last.pt").config.model.cell == cell
+    assert len(last(tmp_path / "full").run.hidden) == 1  # h only: no cell state
