@@ -27,15 +27,37 @@ class _Group(click.Group):
             click.echo("\naborted", err=True)
             sys.exit(130)
         except BrokenPipeError:  # e.g. `charrnn sample ... | head`: the reader has all it wanted
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush into
+            _discard_stdout()
             sys.exit(0)
+        except OSError as e:  # stdout on a full disk, a closed terminal: nothing more can be shown there
+            _discard_stdout()
+            _note(f"Error: cannot write the output: {e.strerror or e}")
+            sys.exit(1)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit has nowhere to fail."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 _SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # the shell's 128 + signal number
 
 
 def _note(message: str) -> None:
-    click.echo(message, err=True)
+    """A message on stderr; if stderr is full or closed, the message is lost but the work goes on."""
+    try:
+        click.echo(message, err=True)
+    except OSError:
+        pass
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a path that held undecodable bytes (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _interactive() -> bool:
@@ -91,6 +113,9 @@ def train(corpus: Path | None, run_dir: Path | None, config_file: Path | None, o
              "data.encoding": encoding, "data.include": include or None, "data.exclude": exclude or None,
              "data.path": corpus and os.path.abspath(corpus)}
     values = {key: value for key, value in flags.items() if value is not None}
+    if corpus is not None and not _is_utf8(str(corpus)):
+        raise UserError(f"the corpus path {str(corpus).encode('utf-8', 'surrogateescape')!r} is not valid UTF-8, "
+                        "which config.toml cannot record; rename it, or link to it from a UTF-8 path")
     saved = None
     if resume_dir is not None:
         if run_dir is not None and os.path.abspath(run_dir) != os.path.abspath(resume_dir):
@@ -124,35 +149,93 @@ def train(corpus: Path | None, run_dir: Path | None, config_file: Path | None, o
 @click.option("--temperature", "-t", default=1.0, show_default=True, type=float,
               help="Softmax temperature: lower is safer, higher is wilder; 0 is greedy argmax.")
 @click.option("--prime", "-p", default="", help="Text to warm the state on; it is printed first.")
+@click.option("--prime-file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Warm the state on the text of FILE instead (decoded as the training corpus was).")
 @click.option("--top-k", default=0, show_default=True, type=int,
               help="Sample only from the K likeliest characters (0 = no limit).")
 @click.option("--top-p", default=1.0, show_default=True, type=float,
               help="Sample only from the smallest set of characters holding this much probability.")
 @click.option("--seed", type=int, help="Seed for reproducible output (default: random).")
 @click.option("--num-samples", default=1, show_default=True, type=int,
-              help="Independent samples, generated together and printed one after another.")
+              help="Independent samples, generated together and printed one after another; "
+                   "with --beam-width, the N best beams, each with its log-probability.")
+@click.option("--beam-width", type=click.IntRange(min=1), metavar="K",
+              help="Beam search with K beams instead of sampling: the likeliest continuation it finds "
+                   "(deterministic; 1 is greedy).")
+@click.option("--interactive", "-i", is_flag=True,
+              help="A prompt: each line you type is continued; :help lists the commands, Ctrl-D quits.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def sample(checkpoint: Path, length: int, temperature: float, prime: str, top_k: int, top_p: float,
-           seed: int | None, num_samples: int, device: str) -> None:
+def sample(checkpoint: Path, length: int, temperature: float, prime: str, prime_file: Path | None, top_k: int,
+           top_p: float, seed: int | None, num_samples: int, beam_width: int | None, interactive: bool,
+           device: str) -> None:
     """Generate text from a checkpoint, or from a run dir's best.pt, streaming it to stdout."""
-    from charrnn.sampling import check_options, load_sampler
+    from charrnn.api import load
+    from charrnn.beam import check_beam_options
+    from charrnn.sampling import check_options
 
-    check_options(length, temperature, top_k, top_p, num_samples)
-    sampler = load_sampler(checkpoint, device, seed)
+    _refuse_combined("--interactive", interactive, "prime", "prime_file", "num_samples", "beam_width")
+    _refuse_combined("--beam-width", beam_width is not None, "temperature", "top_k", "top_p", "seed")
+    _refuse_combined("--prime-file", prime_file is not None, "prime")
+    if beam_width is None:
+        check_options(length, temperature, top_k, top_p, num_samples)
+    else:
+        check_beam_options(length, beam_width, num_samples)
+    model = load(checkpoint, device)
+    if prime_file is not None:
+        prime, skipped = model.read_text(prime_file)
+        if skipped:
+            _note(f"skipped {skipped:,} characters of {prime_file} that are not in the model's vocabulary")
     out = sys.stdout.buffer
-    steps = sampler.generate(prime, length, temperature=temperature, top_k=top_k, top_p=top_p,
-                             num_samples=num_samples)
-    if num_samples == 1:
-        out.write(sampler.vocab.to_bytes(prime))
-        for chars in steps:
-            out.write(sampler.vocab.to_bytes(chars[0]))
+    if interactive:
+        from charrnn.interactive import Settings, run
+
+        run(model, Settings(length, temperature, top_k, top_p), out, seed)
+    elif beam_width is not None:
+        beams = model.beam_search(prime, length, beam_width, num_samples)
+        for i, beam in enumerate(beams, 1):
+            header = f"===== beam {i}: log-prob {beam.log_prob:.4f} =====\n" if num_samples > 1 else ""
+            out.write(header.encode() + model.vocab.to_bytes(prime + beam.text) + b"\n")
+        if num_samples == 1:
+            _note(f"log-prob {beams[0].log_prob:.4f} ({-beams[0].log_prob / max(length, 1):.4f} nats/char)")
+    elif num_samples == 1:
+        out.write(model.vocab.to_bytes(prime))
+        for char in model.stream(prime, length, temperature, top_k, top_p, seed):
+            out.write(model.vocab.to_bytes(char))
             out.flush()
         out.write(b"\n")
     else:
-        texts = ["".join(column) for column in zip(*steps, strict=True)] or [""] * num_samples
+        texts = model.generate_many(num_samples, prime, length, temperature, top_k, top_p, seed)
         for i, text in enumerate(texts, 1):
-            out.write(f"===== sample {i} =====\n".encode() + sampler.vocab.to_bytes(prime + text) + b"\n")
+            out.write(f"===== sample {i} =====\n".encode() + model.vocab.to_bytes(prime + text) + b"\n")
     out.flush()
+
+
+def _refuse_combined(option: str, given: bool, *others: str) -> None:
+    """UserError when `option` is given together with any of the `others` (parameter names) given explicitly."""
+    ctx = click.get_current_context()
+    clash = [f"--{name.replace('_', '-')}" for name in others
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    if given and clash:
+        raise UserError(f"{option} cannot be combined with {', '.join(clash)}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path), metavar="CKPT_OR_RUN_DIR")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+              help="Output format.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="Where to write the model, e.g. model.onnx.")
+def export(checkpoint: Path, fmt: str, out: Path) -> None:
+    """Write a model as ONNX, to run and sample it without charrnn or torch.
+
+    Inputs ids [batch, time] and h0 (+ c0 for an LSTM); outputs logits and hn (+ cn); the vocabulary and
+    config are in the model's metadata. Needs the onnx and onnxruntime packages: pip install 'charrnn[export]'.
+    """
+    from charrnn.export import export_onnx
+
+    result = export_onnx(checkpoint, out)
+    _note(f"wrote {result.path}: {result.cell}, inputs {', '.join(result.inputs)}, outputs "
+          f"{', '.join(result.outputs)}; onnxruntime matches torch to {result.max_abs_diff:.1e}")
 
 
 @main.command(name="eval")
@@ -161,21 +244,53 @@ def sample(checkpoint: Path, length: int, temperature: float, prime: str, top_k:
 @click.option("--streams", default=1, show_default=True, type=click.IntRange(min=1),
               help="Score the file as N parallel streams, each starting from a blank state: faster on big files, "
                    "but approximate (1 is exact: the state is carried through the whole file).")
-@click.option("--json", "as_json", is_flag=True, help='Print one JSON object: {"loss", "bpc", "chars", "skipped"}.')
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"loss", "bpc", "chars", "skipped"}, and "dynamic": {...} with --dynamic.')
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def evaluate(checkpoint: Path, text_file: Path, streams: int, as_json: bool, device: str) -> None:
+@click.option("--dynamic", is_flag=True,
+              help="Also score FILE with dynamic evaluation (Krause et al., 2018): after scoring each segment the "
+                   "model takes a gradient step on it, so it adapts to the text as it reads. The checkpoint is only "
+                   "read. Printed beside the static figure.")
+# The defaults won scripts/dynamic_search.py on tinyshakespeare's validation split (see charrnn/dynamic.py).
+@click.option("--segment-len", default=50, show_default=True, type=click.IntRange(min=1),
+              help="With --dynamic: characters scored between two updates.")
+@click.option("--dynamic-lr", default=1e-3, show_default=True, type=click.FloatRange(min=0),
+              help="With --dynamic: step size, in units of each weight's RMS gradient on training text. "
+                   "The best value grows with --segment-len.")
+@click.option("--decay", default=0.003, show_default=True, type=click.FloatRange(0, 1),
+              help="With --dynamic: how strongly each update pulls the weights back toward the trained ones.")
+@click.option("--stats-text", type=click.Path(path_type=Path), metavar="FILE",
+              help="With --dynamic: text to gather the gradient statistics from (default: the end of the training "
+                   "split of the checkpoint's corpus).")
+def evaluate(checkpoint: Path, text_file: Path, streams: int, as_json: bool, device: str, dynamic: bool,
+             segment_len: int, dynamic_lr: float, decay: float, stats_text: Path | None) -> None:
     """Report loss (nats/char) and bits per character of FILE under a checkpoint.
 
     Characters outside the model's vocabulary are skipped and counted.
     """
     from charrnn.evaluation import evaluate_file
 
-    result = evaluate_file(checkpoint, text_file, device, streams=streams, progress=_interactive() and not as_json)
+    if dynamic and streams > 1:
+        raise UserError("--dynamic reads the file as one stream: leave out --streams")
+    progress = _interactive() and not as_json
+    result = evaluate_file(checkpoint, text_file, device, streams=streams, progress=progress)
+    summary = {"loss": result.loss, "bpc": result.bpc, "chars": result.chars, "skipped": result.skipped}
+    if dynamic:
+        from charrnn.dynamic import dynamic_evaluate_file
+
+        adapted = dynamic_evaluate_file(checkpoint, text_file, device, segment_len=segment_len, lr=dynamic_lr,
+                                        decay=decay, stats_text=stats_text, progress=progress)
+        summary["dynamic"] = {"loss": adapted.loss, "bpc": adapted.bpc, "segment_len": segment_len,
+                              "lr": dynamic_lr, "decay": decay}
     if as_json:
-        click.echo(json.dumps({"loss": result.loss, "bpc": result.bpc, "chars": result.chars,
-                               "skipped": result.skipped}))
+        click.echo(json.dumps(summary))
         return
-    click.echo(f"loss {result.loss:.4f} nats/char, {result.bpc:.4f} bpc over {result.chars:,} characters")
+    click.echo(f"{'static:  ' if dynamic else ''}loss {result.loss:.4f} nats/char, {result.bpc:.4f} bpc "
+               f"over {result.chars:,} characters")
+    if dynamic:
+        gain = adapted.loss - result.loss
+        click.echo(f"dynamic: loss {adapted.loss:.4f} nats/char, {adapted.bpc:.4f} bpc ({gain:+.4f}; "
+                   f"segment_len {segment_len}, lr {dynamic_lr:g}, decay {decay:g})")
     if result.skipped:
         _note(f"skipped {result.skipped:,} characters that are not in the model's vocabulary")
 
@@ -221,3 +336,60 @@ def bench(corpus: Path | None, shapes: str, batch_size: int, seq_len: int, steps
     click.echo(format_table(result))
     if json_file is not None:
         json_file.write_text(json.dumps(result.to_dict(), indent=2))
+
+
+def _probe_specs(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> dict[str, Any]:
+    """--probe NAME=REGEX values -> {name: compiled regex}, refused at the edge in one line."""
+    from charrnn.probes import parse_probe
+
+    parsed: dict[str, Any] = {}
+    for spec in specs:
+        try:
+            name, pattern = parse_probe(spec)
+        except UserError as e:
+            raise UserError(f"--probe {e}") from None
+        if name in parsed:
+            raise UserError(f"--probe {spec!r}: probe {name} is given twice")
+        parsed[name] = pattern
+    return parsed
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path), metavar="CKPT_OR_RUN_DIR")
+@click.argument("text_file", type=click.Path(path_type=Path), metavar="TEXT_FILE")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the page  [default: visualize.html in the run dir]")
+@click.option("--json", "json_file", type=click.Path(path_type=Path, dir_okay=False),
+              help='Also write the ranking here: {"probes": [{"name", "kind", "layer", "cell", "signal", "score", '
+                   '"control"}, ...], "chars", ...}.')
+@click.option("--chars", default=20_000, show_default=True, type=int,
+              help="Characters of TEXT_FILE to run the model over.")
+@click.option("--offset", default=0, show_default=True, type=int,
+              help="Start this many characters into TEXT_FILE (counting only characters the model knows).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--probe", "probes", multiple=True, metavar="NAME=REGEX", callback=_probe_specs,
+              help="Also find the cell that tracks the characters inside matches of REGEX. Repeatable.")
+def visualize(checkpoint: Path, text_file: Path, out: Path | None, json_file: Path | None, chars: int, offset: int,
+              device: str, probes: dict[str, Any]) -> None:
+    """Find the cells that track quotes, line position, brackets, indentation and comments in TEXT_FILE.
+
+    Prints each probe's best cell, scored on held-out text beside a random-init control, and writes
+    one self-contained HTML page (it opens offline) to browse every cell, gate and prediction.
+    """
+    from charrnn.page import write_page
+    from charrnn.visualize import default_out, format_table, ranking
+    from charrnn.visualize import visualize as run_visualize
+
+    out = out or default_out(checkpoint)
+    vis = run_visualize(checkpoint, text_file, chars=chars, offset=offset, device=device, user_probes=probes)
+    if vis.skipped:
+        _note(f"skipped {vis.skipped:,} characters that are not in the model's vocabulary")
+    for result in vis.results:
+        if result.name in probes and result.score is None:
+            _note(f"probe {result.name}: {result.note}; its score is undefined")
+    for line in format_table(vis.results):
+        click.echo(line)
+    size = write_page(vis, out)
+    if json_file is not None:
+        json_file.write_text(json.dumps({**ranking(vis), "page": str(out)}, indent=2))
+    _note(f"wrote {out} ({size / 1e6:.1f} MB): open it in a browser")

@@ -63,7 +63,7 @@ class TrainConfig:
     reset_every: int = _opt(20, "zero each stream's carried state every N windows, staggered across streams, so "
                             "the model also learns to start from a blank state (0 = never)", _non_negative, ">= 0")
     eval_every: int = _opt(500, "validate every N steps", _positive, ">= 1")
-    eval_chars: int = _opt(250_000, "characters scored per validation (the same ones every time, spread over the "
+    eval_chars: int = _opt(120_000, "characters scored per validation (the same ones every time, spread over the "
                            "split); 0 = the whole split", _non_negative, ">= 0")
     checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N steps", _positive, ">= 1")
     keep_last: int = _opt(0, "also keep the last K periodic checkpoints as step-N.pt (0 = none)",

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from charrnn.checkpoint import load_model
 from charrnn.corpus import Vocab
-from charrnn.devices import resolve_device, seeded_generator
+from charrnn.devices import seeded_generator
 from charrnn.errors import UserError
 from charrnn.model import GATES, CharRNN, Hidden, eval_mode
 
@@ -130,6 +126,11 @@ def pick(logits: Tensor, temperature: float, top_k: int, top_p: float, generator
     return torch.searchsorted(cdf, draw).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
 
 
+def prime_ids(vocab: Vocab, prime: str) -> list[int]:
+    """Ids of `prime`; an empty prime starts from a newline (or the first character when the vocabulary has none)."""
+    return vocab.encode(prime or ("\n" if "\n" in vocab.chars else vocab.chars[0]))
+
+
 def check_options(length: int, temperature: float, top_k: int, top_p: float, num_samples: int = 1) -> None:
     """Reject sampling options that make no sense, with one clear message each."""
     if length < 0:
@@ -153,10 +154,10 @@ def generate(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 200, *
     An empty prime starts from a newline (or the first character when the vocabulary has none).
     """
     check_options(length, temperature, top_k, top_p, num_samples)
-    prime_ids = vocab.encode(prime or ("\n" if "\n" in vocab.chars else vocab.chars[0]))
+    context = prime_ids(vocab, prime)
     if generator is None:
         generator = seeded_generator(next(model.parameters()).device, None)
-    return _generate(model, vocab, prime_ids, length, temperature, top_k, top_p, num_samples, generator)
+    return _generate(model, vocab, context, length, temperature, top_k, top_p, num_samples, generator)
 
 
 def _generate(model: CharRNN, vocab: Vocab, prime_ids: list[int], length: int, temperature: float, top_k: int,
@@ -194,22 +195,3 @@ def sample_text(model: CharRNN, vocab: Vocab, prime: str, length: int, temperatu
         check()
         chars.append(step[0])
     return prime + "".join(chars)
-
-
-@dataclass(frozen=True)
-class Sampler:
-    """A model ready to generate, with its vocabulary and a random generator."""
-
-    model: CharRNN
-    vocab: Vocab
-    generator: torch.Generator
-
-    def generate(self, prime: str, length: int, **options: Any) -> Iterator[list[str]]:
-        return generate(self.model, self.vocab, prime, length, generator=self.generator, **options)
-
-
-def load_sampler(path: Path, device: str = "auto", seed: int | None = None) -> Sampler:
-    """Load a checkpoint (or a run dir's best.pt) for sampling on any device."""
-    dev = resolve_device(device)
-    loaded = load_model(path, dev)
-    return Sampler(loaded.model, loaded.vocab, seeded_generator(dev, seed))

@@ -15,3 +15,8 @@ echo "demo: training on $corpus for ${seconds}s into $run_dir (watch it: tensorb
 echo
 echo "demo: a sample at temperature 0.7 (charrnn sample $run_dir --prime 'def ' -t 0.7):"
 .venv/bin/charrnn sample "$run_dir" --prime "def " --length 800 --temperature 0.7 --seed 0
+echo
+echo "demo: the cells of $run_dir, on a file it never trained on (charrnn visualize):"
+.venv/bin/charrnn visualize "$run_dir" "$(.venv/bin/python -c 'import argparse; print(argparse.__file__)')" \
+  --out "$run_dir/visualize.html"
+echo "demo: open $run_dir/visualize.html in a browser to see which cells track quotes, brackets, indentation and comments"

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import TINY_CONFIG, run_cli
 
@@ -14,6 +15,9 @@ from tests.helpers import TINY_CONFIG, run_cli
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["CHARRNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    # The tests' models are tiny: one thread runs them faster than two, here and in every subprocess.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

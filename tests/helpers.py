@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from charrnn.checkpoint import Saved, load_run
+from charrnn.config import ModelConfig
+from charrnn.model import CharRNN
 from charrnn.train import TrainResult, open_resume, resume_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +37,12 @@ def resume(run_dir: Path, overrides: tuple[str, ...] | list[str] = (), **kwargs)
     """Continue a run as `charrnn train --resume RUN_DIR --set ...` does."""
     saved = open_resume(run_dir)
     return train(resume_config(saved, overrides), run_dir, resume=saved, **kwargs)
+
+
+def random_model(vocab_size: int, cell: str = "lstm", seed: int = 0, sharpness: float = 1.0) -> CharRNN:
+    """An untrained 2 x 32 model in eval mode; `sharpness` scales the head so its predictions are confident."""
+    torch.manual_seed(seed)
+    model = CharRNN(vocab_size, ModelConfig(cell=cell, embed_dim=8, hidden_size=32, num_layers=2)).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(sharpness)
+    return model

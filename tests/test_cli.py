@@ -1,13 +1,17 @@
 """End to end through the real command line: a subprocess for the main paths, CliRunner for the errors."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from charrnn.cli import main
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, TINY_CONFIG, run_cli
 
 
 def one_line_error(result) -> str:
@@ -151,3 +155,89 @@ def test_binary_file_without_bytes_encoding_is_refused(tmp_path):
     (tmp_path / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
     line = one_line_error(cli("train", tmp_path / "blob.bin", "--run-dir", tmp_path / "r"))
     assert "NUL bytes" in line and "--encoding bytes" in line and not (tmp_path / "r").exists()
+
+
+def hostile(tmp: Path) -> dict:
+    """Ordinary but hostile files and dirs, made fresh for each case."""
+    (tmp / "loop").symlink_to(tmp / "loop")
+    os.mkfifo(tmp / "fifo")
+    (tmp / "dir").mkdir()
+    (tmp / "blocker").write_text("a file")
+    (tmp / "ascii.txt").write_text("plain ascii text\n" * 20)
+    (tmp / "snow.txt").write_text("☃" * 100)
+    return {"tmp": tmp}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "{tmp}/loop", "--run-dir", "{tmp}/r"], "Too many levels of symbolic links"),
+    (["train", "{tmp}/fifo", "--run-dir", "{tmp}/r"], "is neither a regular file nor a directory"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/blocker/r"], "cannot create the run dir"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--config", "{tmp}/dir"], "is a directory"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--config", "{tmp}/fifo"], "is not a regular file"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--encoding", "base64"], "'base64' is not a text encoding"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--encoding", "zlib"], "'zlib' is not a text encoding"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--encoding", "hex"], "'hex' is not a text encoding"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--encoding", "rot13"], "'rot13' is not a text encoding"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--encoding", "undefined"], "cannot be decoded as undefined"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--set", "model.num_layers=100000000"], "GiB to train"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--set", "model.hidden_size=100000"], "GiB to train"),
+    (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--set", "model.embed_dim=1e11"], "must be an integer"),
+    (["eval", "{run}", "{tmp}/dir"], "is a directory"),
+    (["eval", "{run}", "{tmp}/fifo"], "is not a regular file"),
+    (["eval", "{run}", "{tmp}/snow.txt"], "0 character(s) the model knows, too few to score (100 skipped"),
+    (["info", "{tmp}/fifo"], "is not a regular file"),
+])
+def test_hostile_inputs_are_one_clear_line(tmp_path, tiny_run, args, message):
+    fill = {**hostile(tmp_path), "run": tiny_run}
+    line = one_line_error(cli(*[a.format(**fill) for a in args]))
+    assert message in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_undecodable_corpus_path_is_one_clear_line(tmp_path):
+    path = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.txt")
+    Path(path).write_text("some text\n" * 50)
+    line = one_line_error(cli("train", path, "--run-dir", tmp_path / "r"))
+    assert "is not valid UTF-8" in line and not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow  # the TOML round trip of such paths is tested fast in test_config
+def test_an_emoji_corpus_path_trains_and_resumes(tmp_path, corpus_file):
+    path = tmp_path / "poems 😀 \"quoted\".txt"
+    path.write_text(corpus_file.read_text())
+    run_cli("train", path, "--run-dir", tmp_path / "r", "--config", TINY_CONFIG, "--max-steps", 3, "--device", "cpu")
+    run_cli("train", "--resume", tmp_path / "r", "--max-steps", 6)
+    assert "step:        6" in run_cli("info", tmp_path / "r").stdout.decode()
+
+
+def test_data_path_may_come_from_the_config_file(tmp_path, corpus_file):
+    config = tmp_path / "c.toml"
+    config.write_text(TINY_CONFIG.read_text() + f"\n[data]\npath = {json.dumps(str(corpus_file))}\n")
+    run_cli("train", "--run-dir", tmp_path / "r", "--config", config, "--max-steps", 2, "--device", "cpu")
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").exists()
+
+
+def test_full_or_closed_output_streams(tmp_path, tiny_run, corpus_file):
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(tiny_run), "-n", "5000"], cwd=ROOT,
+                                stdout=full, stderr=subprocess.PIPE)
+        assert result.returncode == 1 and b"No space left on device" in result.stderr
+        assert b"Traceback" not in result.stderr
+        trained = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus_file), "--run-dir",
+                                  str(tmp_path / "r"), "--config", str(TINY_CONFIG), "--device", "cpu",
+                                  "--max-steps", "5"], stderr=full, stdout=subprocess.DEVNULL, cwd=ROOT)
+    assert trained.returncode == 0 and (tmp_path / "r" / "checkpoints" / "last.pt").exists()
+
+
+def test_a_tiny_temperature_is_greedy_not_nan(tiny_run):
+    cold = run_cli("sample", tiny_run, "-n", 60, "--temperature", "1e-45", "--seed", 1).stdout
+    greedy = run_cli("sample", tiny_run, "-n", 60, "--temperature", "0").stdout
+    assert cold == greedy
+
+
+def test_a_gru_run_through_the_cli_samples_evaluates_and_shows_its_cell(tmp_path, corpus_file):
+    run_cli("train", corpus_file, "--run-dir", tmp_path / "r", "--config", TINY_CONFIG, "--max-steps", 6,
+            "--set", "model.cell=gru", "--device", "cpu")
+    assert "cell:        gru (2 x 64)" in run_cli("info", tmp_path / "r").stdout.decode()
+    assert len(run_cli("sample", tmp_path / "r", "-n", 40, "--seed", 0).stdout.decode()) == 41
+    assert json.loads(run_cli("eval", tmp_path / "r", corpus_file, "--json").stdout)["loss"] > 0

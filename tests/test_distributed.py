@@ -58,7 +58,7 @@ def worker_pid(parent: int, rank: int) -> int | None:
     return None
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.7])  # in the last steps; in the final validation
+@pytest.mark.parametrize("delay", [pytest.param(0.0, marks=pytest.mark.slow), 0.7])  # last steps; final validation
 def test_a_signal_to_one_rank_only_never_hangs_the_others(tmp_path, corpus_file, delay):
     corpus = tmp_path / "c.txt"
     corpus.write_text(corpus_file.read_text() * 12)  # ~240 KB: half of it a long final validation

@@ -313,7 +313,7 @@ def test_resume_refuses_a_same_size_rewrite_that_keeps_the_mtime(tmp_path, corpu
         resume(tmp_path / "r", ["train.max_steps=20"])
 
 
-@pytest.mark.parametrize("cell", ["gru", "rnn"])
+@pytest.mark.parametrize("cell", ["gru", pytest.param("rnn", marks=pytest.mark.slow)])
 def test_every_cell_trains_and_resumes_bitwise(tmp_path, corpus_file, monkeypatch, cell):
     cfg = config(corpus_file, f"model.cell='{cell}'", "train.max_steps=20")
     full = train(cfg, tmp_path / "full")
