@@ -42,7 +42,8 @@ def main() -> None:
     rows = []
     for cell in ("lstm", "gru", "rnn"):
         net, generator = model(cell), torch.Generator().manual_seed(0)
-        seconds = best_seconds(lambda: [None for _ in generate(net, VOCAB, " ", 1000, generator=generator)])
+        seconds = best_seconds(lambda net=net, generator=generator: [
+            None for _ in generate(net, VOCAB, " ", 1000, generator=generator)])
         rows.append((f"sampling, {cell.upper()}, 1 stream", f"{1000 / seconds:,.0f} chars/s"))
     net = model()
     seconds = best_seconds(lambda: beam_search(net, VOCAB, "ABC", 500, beam_width=8))
