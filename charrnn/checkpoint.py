@@ -16,7 +16,6 @@ import math
 import os
 import pickle
 import re
-import stat
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from torch import Tensor
 from charrnn.config import Config, from_dict
 from charrnn.corpus import Vocab
 from charrnn.errors import UserError
-from charrnn.files import describe_os_error, temp_beside
+from charrnn.files import describe_os_error, require_file, temp_beside
 from charrnn.metrics import bpc
 from charrnn.model import CharRNN, Hidden
 
@@ -85,19 +84,12 @@ def checkpoint_dir(run_dir: Path) -> Path:
 def resolve(path: Path) -> Path:
     """A checkpoint file, or a run dir meaning its best.pt (or last.pt when there is no best yet)."""
     path = Path(path)
-    try:
-        if path.is_dir():
-            for name in (BEST, LAST):
-                if (checkpoint_dir(path) / name).is_file():
-                    return checkpoint_dir(path) / name
-            raise UserError(f"{path} holds no checkpoints/{BEST} or checkpoints/{LAST}")
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise UserError(f"checkpoint not found: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(mode):
-        raise UserError(f"checkpoint {path} is not a regular file")
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (checkpoint_dir(path) / name).is_file():
+                return checkpoint_dir(path) / name
+        raise UserError(f"{path} holds no checkpoints/{BEST} or checkpoints/{LAST}")
+    require_file(path, "checkpoint")
     return path
 
 

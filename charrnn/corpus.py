@@ -28,6 +28,7 @@ from tqdm import tqdm
 from charrnn import cache
 from charrnn.cache import dtype_for
 from charrnn.errors import UserError
+from charrnn.files import require_file
 
 CHUNK_BYTES = 256 << 10  # small enough that per-chunk temporaries stay in cache
 BYTES = "bytes"  # the encoding name that means "raw bytes, 256 symbols"
@@ -405,15 +406,7 @@ def encode_file(path: Path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.n
     """Ids of a text file under a fixed vocabulary; characters outside it are skipped and counted."""
     check_encoding(encoding)
     path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(mode):
-        raise UserError(f"{path} is {'a directory' if stat.S_ISDIR(mode) else 'not a regular file'}: "
-                        "give a text file")
+    require_file(path)
     table = id_table(vocab, np.dtype(np.int64), missing=-1)
     parts, skipped = [], 0
     try:
