@@ -182,7 +182,7 @@ def test_bad_prime_files_fail_in_one_line(tiny_run, tmp_path, make, message):
 def test_a_fifo_as_prime_file_is_refused_without_blocking(tiny_run, tmp_path):
     os.mkfifo(tmp_path / "fifo")  # opening it would wait for a writer forever
     result = run_cli("sample", tiny_run, "--prime-file", tmp_path / "fifo", check=False, timeout=60)
-    message = f"Error: {tmp_path / 'fifo'} is not a regular file: give a text file"
+    message = f"Error: file {tmp_path / 'fifo'} is not a regular file"
     assert result.returncode == 1 and result.stderr.decode().strip() == message
 
 
