@@ -24,15 +24,14 @@ from charrnn.config import Config, load_config, reference
 from charrnn.corpus import Vocab, encode_file
 from charrnn.devices import resolve_device, seeded_generator
 from charrnn.errors import UserError
+from charrnn.evaluation import score_ids
 from charrnn.metrics import bpc
-from charrnn.model import CharRNN, cross_entropy, eval_mode
+from charrnn.model import CharRNN
 from charrnn.sampling import generate, prime_ids
 
 if TYPE_CHECKING:
     from charrnn.activations import Activations
     from charrnn.train import TrainResult
-
-SCORE_SEQ_LEN = 512  # characters per forward call when scoring; the state is carried, so it bounds memory only
 
 
 class Score(TypedDict):
@@ -100,17 +99,8 @@ class CharModel:
             raise UserError("nothing to score: the text is empty")
         context = prime_ids(self.vocab, prime)
         ids = torch.tensor(context + self.vocab.encode(text), device=self.device)
-        inputs, targets = ids[:-1], ids[1:]
-        first = len(context) - 1  # the first input whose target is a character of `text`
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        hidden = None
-        with eval_mode(self.model):
-            for start in range(0, len(inputs), SCORE_SEQ_LEN):
-                window = slice(start, start + SCORE_SEQ_LEN)
-                logits, hidden = self.model(inputs[None, window], hidden)  # (1, T, V)
-                losses = cross_entropy(logits, targets[None, window], reduction="none")  # (T,)
-                total += losses[max(first - start, 0):].sum(dtype=torch.float64)
-        loss = total.item() / len(text)
+        # the first len(context) - 1 targets are the prime's own characters
+        loss = score_ids(self.model, ids, skip=len(context) - 1) / len(text)
         return {"loss": loss, "bpc": bpc(loss), "chars": len(text)}
 
     def activations(self, text: str) -> Activations:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from charrnn.batching import Streams
@@ -55,6 +56,21 @@ def evaluate(model: CharRNN, streams: Streams, ctx: Context, precision: str = "f
             scored += y.numel()
     chars = ctx.sum(torch.tensor(scored, device=ctx.device))
     return ctx.sum(total).item() / chars.item(), int(chars.item())
+
+
+@torch.no_grad()
+def score_ids(model: CharRNN, ids: Tensor, skip: int = 0, seq_len: int = FILE_SEQ_LEN) -> float:
+    """Total nats of the targets of (N,) ids read as one stream with the state carried, leaving out the first `skip`."""
+    inputs, targets = ids[:-1], ids[1:]
+    total = torch.zeros((), dtype=torch.float64, device=ids.device)
+    hidden = None
+    with eval_mode(model):
+        for start in range(0, len(inputs), seq_len):
+            window = slice(start, start + seq_len)
+            logits, hidden = model(inputs[None, window], hidden)  # (1, T, V)
+            losses = cross_entropy(logits, targets[None, window], reduction="none")  # (T,)
+            total += losses[max(skip - start, 0):].sum(dtype=torch.float64)
+    return total.item()
 
 
 def evaluate_file(checkpoint: Path, text_file: Path, device: str = "auto", streams: int = 1,

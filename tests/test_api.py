@@ -11,11 +11,12 @@ import torch
 from click.testing import CliRunner
 
 import charrnn
-from charrnn.api import SCORE_SEQ_LEN, CharModel, _dotted
+from charrnn.api import CharModel, _dotted
 from charrnn.cli import main
 from charrnn.config import Config
 from charrnn.corpus import Vocab
 from charrnn.errors import UserError
+from charrnn.evaluation import FILE_SEQ_LEN as SCORE_SEQ_LEN
 from charrnn.model import CharRNN, cross_entropy
 from tests.helpers import ROOT, TINY_CONFIG, random_model, run_cli
 
