@@ -85,8 +85,8 @@ def main() -> None:
               help="Stop after this many seconds of training; the lr schedule anneals to fit (train.time_budget).")
 @click.option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N (train.device).")
 @click.option("--seed", type=int, help="Seed for weights, dropout and samples (train.seed).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
-              help="Mixed precision on CUDA (train.precision).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]),
+              help="Mixed precision (train.precision): bf16 on CUDA or an AMX CPU, fp16 on CUDA, auto.")
 @click.option("--encoding", help="Corpus codec, e.g. latin-1, or 'bytes' for raw bytes (data.encoding).")
 @click.option("--include", multiple=True, metavar="GLOB",
               help="Directory corpus: use only files whose relative path matches, e.g. '*.py'. Repeatable.")

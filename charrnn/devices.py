@@ -28,8 +28,20 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise UserError(f"bad device {name!r}: use auto, cpu, cuda or cuda:N")
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where the hardware runs it natively (a CUDA card with bf16, a CPU with AMX), else 'fp32'."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    # On a CPU without AMX tiles, bf16 matmuls are emulated and slower than fp32. The probe is private API.
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bf16" if device.type == "cpu" and has_amx() else "fp32"
+
+
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """Mixed precision for bf16/fp16 (CUDA only); nothing for fp32."""
+    """Mixed precision for bf16 (CUDA or CPU) and fp16 (CUDA); nothing for fp32; 'auto' as resolve_precision says."""
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from charrnn.batching import Streams
 from charrnn.checkpoint import load_model
 from charrnn.corpus import encode_file
-from charrnn.devices import autocast, resolve_device
+from charrnn.devices import resolve_device
 from charrnn.distributed import Context
 from charrnn.errors import UserError
 from charrnn.metrics import bpc
@@ -35,10 +35,9 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: CharRNN, streams: Streams, ctx: Context, precision: str = "fp32", *,
-             windows: int | None = None, progress: bool = False,
+def evaluate(model: CharRNN, streams: Streams, ctx: Context, *, windows: int | None = None, progress: bool = False,
              check: Callable[[], None] = lambda: None) -> tuple[float, int]:
-    """Mean loss (nats/char) over the first `windows` windows of `streams` (all when None), summed over processes.
+    """Mean fp32 loss (nats/char) over the first `windows` windows of `streams` (all when None), summed over ranks.
 
     `check` runs before each window and may raise `Stopped` to abandon the evaluation.
     """
@@ -50,8 +49,7 @@ def evaluate(model: CharRNN, streams: Streams, ctx: Context, precision: str = "f
         for index in tqdm(range(count), desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
             check()
             x, y = (t.to(ctx.device, non_blocking=True) for t in streams.window(index))
-            with autocast(ctx.device, precision):
-                logits, hidden = model(x, hidden)
+            logits, hidden = model(x, hidden)
             total += cross_entropy(logits, y, reduction="sum").double()
             scored += y.numel()
     chars = ctx.sum(torch.tensor(scored, device=ctx.device))

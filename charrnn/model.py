@@ -102,8 +102,9 @@ def _pack(hidden: Tensor | tuple[Tensor, Tensor]) -> Hidden:
 
 
 def detach(hidden: Hidden) -> Hidden:
-    """Cut the graph between truncated-BPTT windows, keeping the values."""
-    return tuple(t.detach() for t in hidden)
+    """Cut the graph between truncated-BPTT windows, keeping the values (in fp32: under bf16 autocast
+    the fused LSTM hands back a bf16 state, and the carried state and checkpoints stay one dtype)."""
+    return tuple(t.detach().float() for t in hidden)
 
 
 def cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:

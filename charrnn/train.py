@@ -21,7 +21,7 @@ from charrnn.batching import Streams, fit_batch
 from charrnn.checkpoint import RunState, Saved
 from charrnn.config import Config, TrainConfig
 from charrnn.corpus import Corpus, Vocab, load_corpus
-from charrnn.devices import autocast, available_memory
+from charrnn.devices import autocast, available_memory, resolve_precision
 from charrnn.distributed import Context, gather_rng, restore_rng, setup, teardown
 from charrnn.errors import UserError
 from charrnn.evaluation import evaluate
@@ -83,8 +83,8 @@ def train(cfg: Config, run_dir: Path, *, resume: Saved | None = None, overwrite:
     rundir.check_run_dir(run_dir, resume is not None, overwrite)
     ctx = setup(cfg.train.device)
     try:
-        if cfg.train.precision != "fp32" and ctx.device.type != "cuda":
-            raise UserError(f"train.precision {cfg.train.precision} needs CUDA; use fp32 on {ctx.device}")
+        if cfg.train.precision == "fp16" and ctx.device.type != "cuda":
+            raise UserError(f"train.precision fp16 needs CUDA; use bf16 or fp32 on {ctx.device}")
         _check_memory(cfg, 1, cfg.train.batch_size // ctx.world_size, cfg.train.seq_len, ctx)  # before encoding
         with StopSignals() as signals:
             corpus = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include,
@@ -136,6 +136,8 @@ def _run(cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: Saved
          echo: Callable[[str], None], progress: bool, signals: StopSignals) -> TrainResult:
     tc = cfg.train
     _report_corpus(corpus, echo)
+    if cfg.train.precision == "auto":
+        echo(f"train.precision auto: {resolve_precision('auto', ctx.device)} on {ctx.device}")
     parts = _build(cfg, ctx, corpus, echo)
     if resume is None:
         state = RunState(run_id=_agreed_run_id(ctx), corpus_hash=corpus.content_hash)
@@ -181,8 +183,8 @@ def _run(cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: Saved
             if moved and not interrupted and (last_step or every(tc.eval_every)):
                 tick = time.monotonic()
                 try:
-                    val_loss, _ = evaluate(parts.model, parts.val, ctx, tc.precision, windows=parts.val_windows,
-                                           check=poll)
+                    # in fp32 whatever train.precision says: sample and eval run the fp32 weights so too
+                    val_loss, _ = evaluate(parts.model, parts.val, ctx, windows=parts.val_windows, check=poll)
                 except Stopped as e:  # abandoned, so not recorded; the state is still that of the last step
                     stop, last_step = e.args[0], True
                 else:
@@ -276,7 +278,8 @@ def _build(cfg: Config, ctx: Context, corpus: Corpus, echo: Callable[[str], None
     return _Parts(
         model=model, net=net, optimizer=make_optimizer(model, tc, ctx.device),
         # cuDNN's LSTM runs in fp16 under autocast even when bf16 is asked for, so both need loss scaling.
-        scaler=torch.amp.GradScaler(ctx.device.type, enabled=tc.precision != "fp32"),
+        scaler=torch.amp.GradScaler(ctx.device.type, enabled=ctx.device.type == "cuda"
+                                    and resolve_precision(tc.precision, ctx.device) != "fp32"),
         vocab=corpus.vocab, train=Streams.of(train_ids, batch, seq_len, ctx.rows(batch)),
         val=Streams.of(val_ids, val_batch, val_seq_len, ctx.rows(val_batch)), val_windows=val_windows,
         reset_offsets=(global_index * max(tc.reset_every, 1) // batch).to(ctx.device))

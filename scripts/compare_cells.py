@@ -93,10 +93,12 @@ def main() -> None:
     parser.add_argument("--sample-length", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1, help="seed of every sample")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="train.precision of every run, whatever the config says "
+                        "(fp32: every cell in the same arithmetic)")
     args = parser.parse_args()
 
     base = load_config(args.config, values={"data.path": str(args.corpus.resolve()), "train.time_budget": args.budget,
-                                            "train.device": args.device})
+                                            "train.device": args.device, "train.precision": args.precision})
     vocab_size = load_corpus(args.corpus).vocab.size
     runs = plan(base, vocab_size)
     rows, samples = [], []
@@ -116,7 +118,7 @@ def main() -> None:
         samples.append((run.name, sample_text(loaded.model, loaded.vocab, "", args.sample_length,
                                               args.temperature, args.seed)))
 
-    print(f"\n{args.budget:g} s of training each, {args.config.name}, {args.corpus.name}\n")
+    print(f"\n{args.budget:g} s of training each, {args.config.name} in {args.precision}, {args.corpus.name}\n")
     print("| run | cell | hidden | params | grad_clip | best val nats/char | chars/s | steps | "
           "mean grad norm | max grad norm | steps clipped |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, required=True, help="seconds per run (train.time_budget)")
     parser.add_argument("--variant", action="append", required=True, metavar="NAME=OVERRIDES")
     parser.add_argument("--repeats", type=int, default=1, help="runs per variant (the seed changes)")
+    parser.add_argument("--seed", type=int, default=1337, help="train.seed of each variant's first run")
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
     args = parser.parse_args()
     rows = []
@@ -35,11 +36,12 @@ def main() -> None:
         for repeat in range(args.repeats):
             cfg = load_config(args.config, shlex.split(overrides), {
                 "data.path": str(args.corpus.resolve()), "train.time_budget": args.budget,
-                "train.max_steps": 1_000_000, "train.device": "cpu", "train.seed": 1337 + repeat})
-            run_dir = args.out / f"{name.replace(' ', '-')}-{repeat}"
+                "train.max_steps": 1_000_000, "train.device": "cpu", "train.seed": args.seed + repeat})
+            run_dir = args.out / f"{name.replace(' ', '-')}-{args.seed + repeat}"
             result = train(cfg, run_dir, overwrite=True, progress=False)
             results.append(result.best_val_loss)
-            print(f"{name} #{repeat}: best val {result.best_val_loss:.4f} at step {result.step}", file=sys.stderr)
+            print(f"{name} seed {args.seed + repeat}: best val {result.best_val_loss:.4f} at step {result.step}",
+                  file=sys.stderr)
         rows.append((name, overrides or "(the config as it is)", results))
     print(f"| variant | overrides | best val nats/char ({args.budget:g} s each) | mean |")
     print("|---|---|---|---:|")

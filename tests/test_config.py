@@ -51,7 +51,7 @@ def test_config_is_frozen():
     ("train.seq_len=0", "train.seq_len must be >= 1"),
     ("train.batch_size=true", "train.batch_size must be an integer"),
     ("data.val_fraction=1", "data.val_fraction must be in (0, 1)"),
-    ("train.precision=fp8", "train.precision must be 'fp32', 'bf16' or 'fp16'"),
+    ("train.precision=fp8", "train.precision must be 'fp32', 'bf16', 'fp16' or 'auto'"),
     ("lr=3", "expected section.key=value"),
     ("train.lr", "expected section.key=value"),
 ])

@@ -9,6 +9,7 @@ import torch
 from charrnn import train as train_mod
 from charrnn.checkpoint import load_run
 from charrnn.config import load_config
+from charrnn.devices import resolve_precision
 from charrnn.errors import UserError
 from charrnn.signals import Stopped
 from charrnn.train import open_resume, resume_config, train
@@ -325,3 +326,35 @@ def test_every_cell_trains_and_resumes_bitwise(tmp_path, corpus_file, monkeypatc
     assert all(torch.equal(a[k], b[k]) for k in a) and resumed.best_val_loss == full.best_val_loss
     assert load_run(tmp_path / "full" / "checkpoints" / "last.pt").config.model.cell == cell
     assert len(last(tmp_path / "full").run.hidden) == 1  # h only: no cell state
+
+
+def test_bf16_on_cpu_tracks_fp32_carries_fp32_state_and_resumes_bitwise(tmp_path, corpus_file, monkeypatch):
+    fp32 = train(config(corpus_file), tmp_path / "fp32")
+    cfg = config(corpus_file, "train.precision='bf16'")
+    full = train(cfg, tmp_path / "full")
+    assert abs(full.best_val_loss - fp32.best_val_loss) < 0.05
+    assert all(t.dtype == torch.float32 for t in last(tmp_path / "full").run.hidden)
+    with monkeypatch.context() as m:
+        interrupt_after(m, 13)
+        assert train(cfg, tmp_path / "split").interrupted
+    resumed = resume(tmp_path / "split")
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a) and resumed.best_val_loss == full.best_val_loss
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path, corpus_file):
+    with pytest.raises(UserError, match="train.precision fp16 needs CUDA; use bf16 or fp32 on cpu"):
+        train(config(corpus_file, "train.precision='fp16'"), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("amx, expected", [(False, "fp32"), (True, "bf16")])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_amx(tmp_path, corpus_file, monkeypatch, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    messages = []
+    train(config(corpus_file, "train.precision='auto'", "train.max_steps=10"), tmp_path / "auto", echo=messages.append)
+    train(config(corpus_file, f"train.precision='{expected}'", "train.max_steps=10"), tmp_path / expected)
+    assert f"train.precision auto: {expected} on cpu" in messages
+    a, b = weights(tmp_path / "auto"), weights(tmp_path / expected)
+    assert all(torch.equal(a[k], b[k]) for k in a)
