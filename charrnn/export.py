@@ -95,7 +95,9 @@ def to_onnx(model: CharRNN) -> Any:
         # The TorchScript exporter is deprecated, but torch.export's (torch 2.13, onnxscript 0.7) unrolls the
         # recurrence over the example's time length; this one emits ONNX's LSTM / GRU / RNN operators.
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Graph(model), (ids, *state), buffer, dynamo=False, opset_version=OPSET,
+        # The wrapper in eval mode: the exporter puts the wrapper's own mode back on every submodule afterwards,
+        # and a fresh module's is training, which would turn dropout on in the model it wraps.
+        torch.onnx.export(_Graph(model).eval(), (ids, *state), buffer, dynamo=False, opset_version=OPSET,
                           input_names=["ids", *state_in], output_names=["logits", *state_out], dynamic_axes=axes)
     return onnx.load_from_string(buffer.getvalue())
 

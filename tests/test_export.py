@@ -149,3 +149,15 @@ def test_bad_export_options_fail_in_one_line(tiny_run, tmp_path, args, message):
     result = CliRunner().invoke(main, ["export", str(tiny_run), *args])
     assert result.exit_code != 0 and message.format(tmp=tmp_path) in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_model_with_dropout_exports_without_it_and_stays_in_eval_mode():
+    from charrnn.export import max_abs_diff, to_onnx
+
+    torch.manual_seed(0)
+    model = charrnn.model.CharRNN(30, ModelConfig(embed_dim=8, hidden_size=32, num_layers=2, dropout=0.5,
+                                                  embed_dropout=0.5)).eval()
+    data = to_onnx(model).SerializeToString()
+    assert not model.training  # the exporter once left it training, with dropout on
+    assert "Dropout" not in {node.op_type for node in to_onnx(model).graph.node}
+    assert max_abs_diff(model, data) < 1e-4
