@@ -84,8 +84,12 @@ def open_entry(entry: Path, vocab_size: Callable[[dict[str, Any]], int]) -> Entr
     return Entry(ids, meta, cached=True)
 
 
-def store(entry: Path, meta: dict[str, Any], write: Callable[[Path], None]) -> Entry:
+def store(entry: Path, meta: dict[str, Any], write: Callable[[Path], None],
+          vocab_size: Callable[[dict[str, Any]], int]) -> Entry:
     """Write an entry atomically (temp dir, then rename), replacing a damaged one.
+
+    A valid entry of the same text that a racing process (another DDP rank) stored meanwhile is kept
+    and returned: replacing it would pull the files from under that process before it maps them.
 
     When the cache dir is not writable, the ids go to a private temp file that is unlinked once
     mapped: nothing is left behind, and the entry says it is not cached.
@@ -105,6 +109,12 @@ def store(entry: Path, meta: dict[str, Any], write: Callable[[Path], None]) -> E
                 raise UserError(f"cannot cache the encoded corpus in {entry.parent}: {e.strerror}; free some space "
                                 "or point CHARRNN_CACHE_DIR elsewhere") from None
             raise UserError(f"cannot write the corpus cache in {entry.parent}: {e.strerror or e}") from None
+        try:
+            raced = open_entry(entry, vocab_size)
+        except Damaged:
+            raced = None
+        if raced is not None and raced.meta["hash"] == meta["hash"]:  # the same text, encoded by another process
+            return raced
         _replace_dir(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rename succeeded
@@ -120,7 +130,7 @@ def clean_stale(parent: Path) -> None:
 
 
 def _replace_dir(tmp: Path, entry: Path) -> None:
-    """Rename `tmp` to `entry`; a damaged `entry` is moved aside first, a valid one from a racing process wins."""
+    """Rename `tmp` to `entry`; a damaged `entry` is moved aside first, a complete one renamed meanwhile wins."""
     if entry.exists():
         trash = entry.parent / f"{_TRASH}{os.getpid()}-{entry.name}"  # pid first, as clean_stale reads it
         try:

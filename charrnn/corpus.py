@@ -373,7 +373,7 @@ def load_corpus(path: Path, encoding: str = "utf-8", *, include: Sequence[str] =
     size = sum(f.stat().st_size for f in files)
     entry = None
     try:
-        entry = cache.open_entry(entry_path, lambda meta: len(meta["chars"]))
+        entry = cache.open_entry(entry_path, _vocab_size)
     except cache.Damaged as e:
         notes.append(f"the cache entry {entry_path} was damaged ({e}): rebuilt it")
     if entry is not None and verify:
@@ -393,13 +393,17 @@ def load_corpus(path: Path, encoding: str = "utf-8", *, include: Sequence[str] =
                 "hash": digest, "files": used, "skipped": skipped}
         with _bar("encode", size, progress) as bar:
             entry = cache.store(entry_path, meta, lambda out: _write_ids([files[i] for i in used], encoding, vocab,
-                                                                          total, out, bar, check))
+                                                                          total, out, bar, check), _vocab_size)
         seconds = time.perf_counter() - started
     meta = entry.meta
     if meta["skipped"]:
         notes.insert(0, f"skipped {len(meta['skipped'])} binary or undecodable file(s), e.g. {meta['skipped'][0]}")
     return Corpus(path, entry.ids, Vocab(meta["chars"], meta["byte_level"]), meta["hash"], len(meta["files"]),
                   tuple(notes), entry.cached, seconds, size)
+
+
+def _vocab_size(meta: dict) -> int:
+    return len(meta["chars"])
 
 
 def encode_file(path: Path, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray, int]:

@@ -113,3 +113,19 @@ def test_a_full_cache_disk_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="cannot cache the encoded corpus in .*No space left on device"):
         load_corpus(path)
     assert not list((tmp_path / "cache").iterdir())
+
+
+def test_a_valid_entry_that_a_racing_process_stored_is_kept_not_pulled_away(corpus):
+    entry = entry_of(corpus)  # stored by the fixture: as if another DDP rank finished encoding first
+    first = (entry / "ids.npy").stat().st_ino
+    meta = json.loads((entry / "meta.json").read_text())
+    written = []
+
+    def write(out):  # this process's own encoding, finished a moment later
+        written.append(out)
+        np.save(out, np.zeros(meta["length"], dtype=np.uint8))
+
+    got = cache.store(entry, meta, write, lambda m: len(m["chars"]))
+    assert written and (entry / "ids.npy").stat().st_ino == first
+    assert text_of(load_corpus(corpus)) == "the quick brown fox\n" * 50 and got.cached
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temp or trash dir left
