@@ -46,6 +46,18 @@ def interrupt_after(monkeypatch, step):
     monkeypatch.setattr(train_mod, "_train_step", step_then_signal)
 
 
+def assert_resumes_bitwise(cfg, tmp_path, monkeypatch, stop_at=13):
+    """Train `cfg` whole, and interrupted at `stop_at` then resumed: the same weights and best val. The whole run."""
+    full = train(cfg, tmp_path / "full")
+    with monkeypatch.context() as m:
+        interrupt_after(m, stop_at)
+        assert train(cfg, tmp_path / "split").interrupted
+    resumed = resume(tmp_path / "split")
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a) and resumed.best_val_loss == full.best_val_loss
+    return full
+
+
 def test_same_seed_same_run(tmp_path, corpus_file):
     train(config(corpus_file), tmp_path / "a")
     train(config(corpus_file), tmp_path / "b")
@@ -316,30 +328,16 @@ def test_resume_refuses_a_same_size_rewrite_that_keeps_the_mtime(tmp_path, corpu
 
 @pytest.mark.parametrize("cell", ["gru", pytest.param("rnn", marks=pytest.mark.slow)])
 def test_every_cell_trains_and_resumes_bitwise(tmp_path, corpus_file, monkeypatch, cell):
-    cfg = config(corpus_file, f"model.cell='{cell}'", "train.max_steps=20")
-    full = train(cfg, tmp_path / "full")
-    with monkeypatch.context() as m:
-        interrupt_after(m, 13)
-        assert train(cfg, tmp_path / "split").interrupted
-    resumed = resume(tmp_path / "split")
-    a, b = weights(tmp_path / "full"), weights(tmp_path / "split")
-    assert all(torch.equal(a[k], b[k]) for k in a) and resumed.best_val_loss == full.best_val_loss
+    assert_resumes_bitwise(config(corpus_file, f"model.cell='{cell}'", "train.max_steps=20"), tmp_path, monkeypatch)
     assert load_run(tmp_path / "full" / "checkpoints" / "last.pt").config.model.cell == cell
     assert len(last(tmp_path / "full").run.hidden) == 1  # h only: no cell state
 
 
 def test_bf16_on_cpu_tracks_fp32_carries_fp32_state_and_resumes_bitwise(tmp_path, corpus_file, monkeypatch):
     fp32 = train(config(corpus_file), tmp_path / "fp32")
-    cfg = config(corpus_file, "train.precision='bf16'")
-    full = train(cfg, tmp_path / "full")
+    full = assert_resumes_bitwise(config(corpus_file, "train.precision='bf16'"), tmp_path, monkeypatch)
     assert abs(full.best_val_loss - fp32.best_val_loss) < 0.05
     assert all(t.dtype == torch.float32 for t in last(tmp_path / "full").run.hidden)
-    with monkeypatch.context() as m:
-        interrupt_after(m, 13)
-        assert train(cfg, tmp_path / "split").interrupted
-    resumed = resume(tmp_path / "split")
-    a, b = weights(tmp_path / "full"), weights(tmp_path / "split")
-    assert all(torch.equal(a[k], b[k]) for k in a) and resumed.best_val_loss == full.best_val_loss
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path, corpus_file):
