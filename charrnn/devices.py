@@ -40,8 +40,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """Mixed precision for bf16 (CUDA or CPU) and fp16 (CUDA); nothing for fp32; 'auto' as resolve_precision says."""
-    precision = resolve_precision(precision, device)
+    """Mixed precision for bf16 (CUDA or CPU) and fp16 (CUDA); nothing for fp32 (resolve 'auto' first)."""
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -110,6 +110,7 @@ class _Parts:
     net: torch.nn.Module  # what trains: the model, or its DDP wrapper
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    precision: str  # train.precision with 'auto' resolved for this device: 'fp32', 'bf16' or 'fp16'
     vocab: Vocab
     train: Streams  # this process's rows
     val: Streams
@@ -136,9 +137,9 @@ def _run(cfg: Config, run_dir: Path, ctx: Context, corpus: Corpus, resume: Saved
          echo: Callable[[str], None], progress: bool, signals: StopSignals) -> TrainResult:
     tc = cfg.train
     _report_corpus(corpus, echo)
-    if cfg.train.precision == "auto":
-        echo(f"train.precision auto: {resolve_precision('auto', ctx.device)} on {ctx.device}")
     parts = _build(cfg, ctx, corpus, echo)
+    if tc.precision == "auto":
+        echo(f"train.precision auto: {parts.precision} on {ctx.device}")
     if resume is None:
         state = RunState(run_id=_agreed_run_id(ctx), corpus_hash=corpus.content_hash)
         torch.manual_seed(tc.seed + ctx.rank)  # dropout masks differ between processes
@@ -275,12 +276,12 @@ def _build(cfg: Config, ctx: Context, corpus: Corpus, echo: Callable[[str], None
     if ctx.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    precision = resolve_precision(tc.precision, ctx.device)
     return _Parts(
         model=model, net=net, optimizer=make_optimizer(model, tc, ctx.device),
         # cuDNN's LSTM runs in fp16 under autocast even when bf16 is asked for, so both need loss scaling.
-        scaler=torch.amp.GradScaler(ctx.device.type, enabled=ctx.device.type == "cuda"
-                                    and resolve_precision(tc.precision, ctx.device) != "fp32"),
-        vocab=corpus.vocab, train=Streams.of(train_ids, batch, seq_len, ctx.rows(batch)),
+        scaler=torch.amp.GradScaler(ctx.device.type, enabled=ctx.device.type == "cuda" and precision != "fp32"),
+        precision=precision, vocab=corpus.vocab, train=Streams.of(train_ids, batch, seq_len, ctx.rows(batch)),
         val=Streams.of(val_ids, val_batch, val_seq_len, ctx.rows(val_batch)), val_windows=val_windows,
         reset_offsets=(global_index * max(tc.reset_every, 1) // batch).to(ctx.device))
 
@@ -326,7 +327,7 @@ def _train_step(parts: _Parts, tc: TrainConfig, state: RunState, hidden: Hidden,
     x, y = parts.train.window(state.window)  # (B, T) each; copies the window out of the memory map
     if ctx.device.type == "cuda":
         x, y = x.pin_memory().to(ctx.device, non_blocking=True), y.pin_memory().to(ctx.device, non_blocking=True)
-    with autocast(ctx.device, tc.precision):
+    with autocast(ctx.device, parts.precision):
         logits, hidden = parts.net(x, hidden)
         loss = cross_entropy(logits, y)
     hidden = _reset_some(detach(hidden), tc.reset_every, state.step, parts.reset_offsets)
