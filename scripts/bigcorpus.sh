@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
-command -v /usr/bin/time >/dev/null 2>&1 || { apt-get install -y -qq time >/dev/null 2>&1 || true; }
+[ -x /usr/bin/time ] || { echo "bigcorpus: needs GNU time at /usr/bin/time for peak RSS (Debian: apt-get install time)" >&2; exit 1; }
 
 dir=${BIG_DIR:-/tmp/charrnn-big}
 size_mb=${SIZE_MB:-2048}
