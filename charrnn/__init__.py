@@ -1,6 +1,6 @@
 """charrnn: character-level recurrent language models (LSTM, GRU, RNN), trained with truncated BPTT.
 
-The Python API (`charrnn.load`, `charrnn.fit`) lives in `charrnn.api`; it is imported on first use,
+The Python API (`charrnn.train`, `charrnn.load`) lives in `charrnn.api`; it is imported on first use,
 so `import charrnn` stays cheap (no torch).
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from charrnn.api import Beam, CharModel, Score, fit, load
+    from charrnn.api import Beam, CharModel, Score, fit, load, train
 
-__version__ = "0.1.0"
-__all__ = ["Beam", "CharModel", "Score", "fit", "load"]
+__version__ = "0.2.0"
+__all__ = ["Beam", "CharModel", "Score", "fit", "load", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,7 @@
-"""The Python API: load a model and generate, beam-search or score text with it; train a run from a notebook.
+"""The Python API: train a run from a notebook; load a model and generate, beam-search or score text with it.
 
     >>> import charrnn
+    >>> charrnn.train("input.txt", "runs/shakespeare", "configs/shakespeare.toml", time_budget=138)
     >>> m = charrnn.load("runs/shakespeare")
     >>> print("ROMEO:" + m.generate("ROMEO:", length=200, temperature=0.5, seed=1))
     >>> m.score("To be, or not to be", prime="HAMLET:\\n")  # {"loss": ..., "bpc": ..., "chars": 19}
@@ -18,20 +19,20 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 
-from charrnn.beam import Beam, beam_search
 from charrnn.checkpoint import load_model
-from charrnn.config import Config, load_config, reference
-from charrnn.corpus import Vocab, encode_file
+from charrnn.config import Config, reference
+from charrnn.data.encoding import encode_file
 from charrnn.devices import resolve_device, seeded_generator
 from charrnn.errors import UserError
-from charrnn.evaluation import score_ids
-from charrnn.metrics import bpc
-from charrnn.model import CharRNN
-from charrnn.sampling import generate, prime_ids
+from charrnn.evaluation.static import score_ids
+from charrnn.generation.beam import Beam, beam_search
+from charrnn.generation.sampling import generate, prime_ids
+from charrnn.model import CharRNN, bpc
+from charrnn.vocab import Vocab
 
 if TYPE_CHECKING:
-    from charrnn.activations import Activations
-    from charrnn.train import TrainResult
+    from charrnn.inspection.activations import Activations
+    from charrnn.training.loop import TrainResult
 
 
 class Score(TypedDict):
@@ -105,7 +106,7 @@ class CharModel:
 
     def activations(self, text: str) -> Activations:
         """Every layer's states and gates, and the next-character distribution, after each character of `text`."""
-        from charrnn.activations import record
+        from charrnn.inspection.activations import record
 
         return record(self.model, self.vocab.encode(text))
 
@@ -121,33 +122,27 @@ def load(path: str | Path, device: str = "auto") -> CharModel:
     return CharModel(loaded.model, loaded.vocab, loaded.config, loaded.path)
 
 
-def fit(corpus: str | Path | None, run_dir: str | Path, config: str | Path | Config | None = None, *,
-        resume: bool = False, overwrite: bool = False, progress: bool = True, echo: Callable[[str], None] = print,
-        **overrides: Any) -> TrainResult:
+def train(corpus: str | Path | None, run_dir: str | Path, config: str | Path | Config | None = None, *,
+          resume: bool = False, overwrite: bool = False, progress: bool = True, echo: Callable[[str], None] = print,
+          **overrides: Any) -> TrainResult:
     """Train a run on `corpus` (a text file or directory) in `run_dir`, as `charrnn train` does.
 
     `config` is a TOML file (e.g. "configs/tiny.toml") or a `Config`; keyword overrides name any config
     key, bare when the name is unique (`hidden_size=256, max_steps=2000`) or dotted (`**{"train.lr": 3e-3}`).
     `resume=True` continues the run in `run_dir` with its own config. Messages go to `echo`.
     """
-    from charrnn.train import open_resume, resume_config, train
+    from charrnn.training.loop import train as run_training
+    from charrnn.training.resume import run_config
 
     values = _dotted(overrides)
     if corpus is not None:
         values["data.path"] = str(Path(corpus).absolute())
-    saved = None
-    if resume:
-        if config is not None:
-            raise UserError("config cannot be combined with resume: the run keeps its own config")
-        saved = open_resume(Path(run_dir))
-        cfg = resume_config(saved, (), values)
-    elif isinstance(config, Config):
-        cfg = config.with_overrides((), values)
-    else:
-        cfg = load_config(None if config is None else Path(config), (), values)
-    if not cfg.data.path:
-        raise UserError("missing corpus: the text file or directory to train on")
-    return train(cfg, Path(run_dir), resume=saved, overwrite=overwrite, echo=echo, progress=progress)
+    config = Path(config) if isinstance(config, str) else config
+    cfg, found = run_config(Path(run_dir), resume=resume, config=config, values=values)
+    return run_training(cfg, Path(run_dir), resume=found, overwrite=overwrite, echo=echo, progress=progress)
+
+
+fit = train  # the name of charrnn 0.1, kept so that its notebooks still run
 
 
 def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -6,17 +6,20 @@ from it. It is loaded as a memory map, so inference (`load_model`) reads the wei
 materialises the optimizer state that sits beside them.
 
     {"format_version": 2, "config": {...}, "vocab": str, "byte_level": bool,
-     "model": state_dict, "optimizer": state_dict, "scaler": state_dict, "run": RunState as a dict}
+     "model": state_dict, "optimizer": state_dict, "scaler": state_dict, "run": {...}}
+
+"run" is the training loop's position (`charrnn.training.state.RunState` as a dict): plain values
+and tensors, which this module stores and reads back without interpreting, except to describe it.
+Format 1 (charrnn 0.1.0) kept those values at the top level; it is upgraded when read.
 """
 
 from __future__ import annotations
 
 import errno
 import math
-import os
 import pickle
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +27,23 @@ import torch
 from torch import Tensor
 
 from charrnn.config import Config, from_dict
-from charrnn.corpus import Vocab
 from charrnn.errors import UserError
-from charrnn.files import describe_os_error, require_file, temp_beside
-from charrnn.metrics import bpc
-from charrnn.model import CharRNN, Hidden
+from charrnn.files import require_file, write_atomic
+from charrnn.model import CharRNN, bpc
+from charrnn.vocab import Vocab
 
 FORMAT_VERSION = 2
 READS = (1, 2)  # format 1 (charrnn 0.1) kept the run state at the top level; it is upgraded on load
 LAST, BEST = "last.pt", "best.pt"
 _PERIODIC = re.compile(r"step-\d+\.pt")
 _TOP = ("config", "vocab", "byte_level", "model", "optimizer", "scaler", "run")
-
-
-@dataclass
-class RunState:
-    """Where a run is, beside its weights and optimizer: everything else a resume needs."""
-
-    run_id: str  # which run wrote this; resume refuses a checkpoint from another run
-    corpus_hash: str  # BLAKE2b of the corpus bytes; resume refuses other text
-    step: int = 0
-    epoch: int = 0
-    window: int = 0  # the next window to train on within the epoch
-    elapsed: float = 0.0  # seconds of training (evaluation, sampling and saving excluded)
-    best_val_loss: float = math.inf
-    val_loss: float | None = None
-    hidden: Hidden = ()  # carried state of every stream (all processes), on the CPU
-    rng: list[dict[str, Any]] = field(default_factory=list)  # one entry per process
+# What format 1 kept at the top level and format 2 keeps under "run" (format 1 had no run id).
+_V1_RUN_KEYS = ("corpus_hash", "step", "epoch", "window", "elapsed", "best_val_loss", "val_loss", "hidden", "rng")
 
 
 @dataclass(frozen=True)
-class Saved:
-    """A checkpoint read for resuming: the run's config, vocabulary, state dicts and position."""
+class RunCheckpoint:
+    """A checkpoint read for resuming: the run's config, vocabulary, state dicts and loop position."""
 
     path: Path
     config: Config
@@ -63,18 +51,18 @@ class Saved:
     model: dict[str, Tensor]
     optimizer: dict[str, Any]
     scaler: dict[str, Any]
-    run: RunState
+    run: dict[str, Any]  # the loop's position, as `save_run` was given it
 
 
 @dataclass(frozen=True)
-class Loaded:
+class ModelCheckpoint:
     """A checkpoint read for inference: the model (in eval mode) with its vocabulary and config."""
 
     path: Path
     model: CharRNN
     vocab: Vocab
     config: Config
-    run: RunState
+    run: dict[str, Any]
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -94,22 +82,25 @@ def resolve(path: Path) -> Path:
 
 
 def save_run(path: Path, *, config: Config, vocab: Vocab, model: CharRNN, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler, run: RunState) -> None:
-    """Write a resumable checkpoint of the run atomically to `path`."""
-    _write(path, {"format_version": FORMAT_VERSION, "config": config.to_dict(), "vocab": vocab.chars,
-                  "byte_level": vocab.byte_level, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                  "scaler": scaler.state_dict(), "run": asdict(run)})
+             scaler: torch.amp.GradScaler, run: dict[str, Any]) -> None:
+    """Write a resumable checkpoint of the run atomically to `path`; `run` holds tensors and plain values only."""
+    if not isinstance(run, dict):  # an object would pickle its class, which weights_only loading refuses
+        raise TypeError(f"run must be a dict of tensors and plain values, not {type(run).__name__}")
+    state = {"format_version": FORMAT_VERSION, "config": config.to_dict(), "vocab": vocab.chars,
+             "byte_level": vocab.byte_level, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scaler": scaler.state_dict(), "run": run}
+    write_atomic(path, lambda f: torch.save(state, f), "checkpoint", make_parent=True)
 
 
-def load_run(path: Path) -> Saved:
+def load_run(path: Path) -> RunCheckpoint:
     """Read a checkpoint (or a run dir's best.pt) for resuming; its tensors stay on the CPU."""
     path = resolve(path)
     state = _read(path)
-    return Saved(path, _config(state, path), Vocab(state["vocab"], state["byte_level"]), state["model"],
-                 state["optimizer"], state["scaler"], _run_state(state["run"], path))
+    return RunCheckpoint(path, _config(state, path), Vocab(state["vocab"], state["byte_level"]), state["model"],
+                         state["optimizer"], state["scaler"], state["run"])
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> Loaded:
+def load_model(path: Path, device: torch.device | str = "cpu") -> ModelCheckpoint:
     """The model of a checkpoint (or run dir), in eval mode on `device`; the optimizer state is never read."""
     path = resolve(path)
     state = _read(path)
@@ -122,7 +113,7 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> Loaded:
         raise UserError(f"{path}: its weights do not fit its config ({str(e).splitlines()[0]})") from None
     model = model.to(device).eval()
     model.rnn.flatten_parameters()  # one contiguous weight buffer for cuDNN
-    return Loaded(path, model, vocab, config, _run_state(state["run"], path))
+    return ModelCheckpoint(path, model, vocab, config, state["run"])
 
 
 def is_periodic(name: str) -> bool:
@@ -143,46 +134,20 @@ def describe(path: Path) -> list[str]:
     """Human-readable summary of a checkpoint: config, vocabulary, size, progress."""
     loaded = load_model(path, "cpu")
     run, vocab = loaded.run, loaded.vocab
-    best = run.best_val_loss
+    best = run.get("best_val_loss", math.inf)
     shown = "".join(c if c.isprintable() and c != " " else repr(c)[1:-1] or "?" for c in vocab.chars[:80])
     lines = [f"checkpoint:  {loaded.path}",
              f"cell:        {loaded.config.model.cell} ({loaded.config.model.num_layers} x "
              f"{loaded.config.model.hidden_size})",
-             f"step:        {run.step} (epoch {run.epoch}, window {run.window})",
+             f"step:        {run.get('step', 0)} (epoch {run.get('epoch', 0)}, window {run.get('window', 0)})",
              f"best val:    {best:.4f} nats/char ({bpc(best):.4f} bpc)" if math.isfinite(best)
              else "best val:    (not evaluated yet)",
              f"parameters:  {loaded.model.num_params():,}",
              f"vocabulary:  {vocab.size} {'bytes' if vocab.byte_level else 'characters'}: {shown}"
              + (" ..." if vocab.size > 80 else ""),
-             f"corpus hash: {run.corpus_hash[:16]}",
+             f"corpus hash: {str(run.get('corpus_hash', ''))[:16]}",
              "config:"]
     return lines + ["  " + line for line in loaded.config.to_toml().splitlines()]
-
-
-def _write(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to a temp file beside `path`, fsync it, then atomically replace `path`."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temp_beside(path, binary=True)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        raise UserError(f"cannot write checkpoint {path}: {describe_os_error(e)}; "
-                        "the previous checkpoint is kept") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -207,6 +172,8 @@ def _read(path: Path) -> dict[str, Any]:
     if version == 1:
         state = _upgrade_v1(state)
     missing = [key for key in _TOP if key not in state]
+    if not missing and not isinstance(state["run"], dict):
+        missing = ["a run state"]
     if missing:
         raise UserError(f"{path} is a damaged charrnn checkpoint: it lacks {', '.join(missing)}")
     return state
@@ -214,9 +181,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _upgrade_v1(state: dict[str, Any]) -> dict[str, Any]:
     """Format 1 kept the run's position at the top level and had no run id."""
-    run_keys = {f.name for f in fields(RunState)} - {"run_id"}
-    run = {key: state[key] for key in run_keys if key in state}
-    return {**{k: v for k, v in state.items() if k not in run_keys}, "run": {"run_id": "", **run}}
+    run = {key: state[key] for key in _V1_RUN_KEYS if key in state}
+    return {**{k: v for k, v in state.items() if k not in _V1_RUN_KEYS}, "run": {"run_id": "", **run}}
 
 
 def _config(state: dict[str, Any], path: Path) -> Config:
@@ -224,12 +190,3 @@ def _config(state: dict[str, Any], path: Path) -> Config:
         return from_dict(state["config"])
     except UserError as e:
         raise UserError(f"{path} holds a config this charrnn cannot use: {e}") from None
-
-
-def _run_state(run: Any, path: Path) -> RunState:
-    try:
-        state = RunState(**run)
-    except TypeError:
-        raise UserError(f"{path} is a damaged charrnn checkpoint: its run state is malformed") from None
-    state.hidden = tuple(state.hidden)
-    return state

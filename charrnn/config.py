@@ -18,9 +18,11 @@ else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 
-def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "") -> Any:
-    """A config field with its help text and an optional range check (`rule` says it in words)."""
-    return field(default=default, metadata={"help": help, "check": check, "rule": rule})
+def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "", *,
+         resumable: bool = False) -> Any:
+    """A config field with its help text, an optional range check (`rule` says it in words), and whether a
+    resumed run may change it (how long it runs, how it logs, where: not what it learns from or its shape)."""
+    return field(default=default, metadata={"help": help, "check": check, "rule": rule, "resumable": resumable})
 
 
 def _positive(x: float) -> bool:
@@ -47,42 +49,46 @@ class ModelConfig:
 class TrainConfig:
     batch_size: int = _opt(64, "parallel streams per step (global, across all processes)", _positive, ">= 1")
     seq_len: int = _opt(100, "characters per truncated-BPTT window", _positive, ">= 1")
-    lr: float = _opt(2e-3, "peak learning rate (AdamW)", _positive, "> 0")
-    min_lr_ratio: float = _opt(0.1, "cosine decays to lr * min_lr_ratio", lambda x: 0 <= x <= 1, "in [0, 1]")
-    weight_decay: float = _opt(0.01, "AdamW weight decay (matrices only)", _non_negative, ">= 0")
-    warmup_steps: int = _opt(100, "linear warmup steps", _non_negative, ">= 0")
+    lr: float = _opt(2e-3, "peak learning rate (AdamW)", _positive, "> 0", resumable=True)
+    min_lr_ratio: float = _opt(0.1, "cosine decays to lr * min_lr_ratio", lambda x: 0 <= x <= 1, "in [0, 1]",
+                               resumable=True)
+    weight_decay: float = _opt(0.01, "AdamW weight decay (matrices only)", _non_negative, ">= 0", resumable=True)
+    warmup_steps: int = _opt(100, "linear warmup steps", _non_negative, ">= 0", resumable=True)
     schedule: str = _opt("cosine", "lr after warmup: 'cosine' or 'constant'",
-                         lambda x: x in ("cosine", "constant"), "'cosine' or 'constant'")
-    grad_clip: float = _opt(1.0, "clip the global gradient norm to this (0 = off)", _non_negative, ">= 0")
+                         lambda x: x in ("cosine", "constant"), "'cosine' or 'constant'", resumable=True)
+    grad_clip: float = _opt(1.0, "clip the global gradient norm to this (0 = off)", _non_negative, ">= 0",
+                            resumable=True)
     max_steps: int = _opt(5000, "stop after this many optimizer steps (also the cosine horizon)",
-                          _positive, ">= 1")
+                          _positive, ">= 1", resumable=True)
     max_epochs: float = _opt(0.0, "stop after this many passes over the train split (0 = no limit)",
-                             _non_negative, ">= 0")
+                             _non_negative, ">= 0", resumable=True)
     time_budget: float = _opt(0.0, "stop after this many seconds of training, and anneal the lr to "
-                              "finish by then (0 = no limit)", _non_negative, ">= 0")
+                              "finish by then (0 = no limit)", _non_negative, ">= 0", resumable=True)
     reset_every: int = _opt(20, "zero each stream's carried state every N windows, staggered across streams, so "
                             "the model also learns to start from a blank state (0 = never)", _non_negative, ">= 0")
-    eval_every: int = _opt(500, "validate every N steps", _positive, ">= 1")
+    eval_every: int = _opt(500, "validate every N steps", _positive, ">= 1", resumable=True)
     eval_chars: int = _opt(120_000, "characters scored per validation (the same ones every time, spread over the "
-                           "split); 0 = the whole split", _non_negative, ">= 0")
-    checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N steps", _positive, ">= 1")
+                           "split); 0 = the whole split", _non_negative, ">= 0", resumable=True)
+    checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N steps", _positive, ">= 1", resumable=True)
     keep_last: int = _opt(0, "also keep the last K periodic checkpoints as step-N.pt (0 = none)",
-                          _non_negative, ">= 0")
+                          _non_negative, ">= 0", resumable=True)
     sample_every: int = _opt(500, "log a generated sample to TensorBoard every N steps (0 = never)",
-                             _non_negative, ">= 0")
+                             _non_negative, ">= 0", resumable=True)
     sample_length: int = _opt(300, "characters per logged sample", lambda x: 1 <= x <= 100_000,
-                              "in [1, 100000]")
-    log_every: int = _opt(10, "log train scalars every N steps", _positive, ">= 1")
+                              "in [1, 100000]", resumable=True)
+    log_every: int = _opt(10, "log train scalars every N steps", _positive, ">= 1", resumable=True)
     seed: int = _opt(1337, "seed for weights, dropout and sampling", lambda x: 0 <= x < 2**63, "in [0, 2**63)")
-    device: str = _opt("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    device: str = _opt("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", resumable=True)
     precision: str = _opt("fp32", "'fp32'; 'bf16' autocast (CUDA, or a CPU with AMX, where the LSTM trains about "
                           "2x faster); 'fp16' (CUDA only); 'auto': bf16 where the hardware has it, else fp32",
-                          lambda x: x in ("fp32", "bf16", "fp16", "auto"), "'fp32', 'bf16', 'fp16' or 'auto'")
+                          lambda x: x in ("fp32", "bf16", "fp16", "auto"), "'fp32', 'bf16', 'fp16' or 'auto'",
+                          resumable=True)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = _opt("", "the corpus: a text file or a directory of them")
+    path: str = _opt("", "the corpus: a text file or a directory of them (a resumed run may name the same text at "
+                     "a new place)", resumable=True)
     val_fraction: float = _opt(0.1, "the last fraction of the corpus held out for validation",
                                lambda x: 0 < x < 1, "in (0, 1)")
     encoding: str = _opt("utf-8", "a Python codec name, or 'bytes' for a raw 256-symbol vocabulary")
@@ -224,6 +230,17 @@ def load_config(path: Path | None, overrides: Sequence[str] = (), values: Mappin
         except tomllib.TOMLDecodeError as e:
             raise UserError(f"config file {path} is not valid TOML: {e}") from None
     return from_dict(data, overrides, values)
+
+
+def check_resumable(saved: Config, new: Config) -> None:
+    """Refuse a change that a resumed run cannot take (see `resumable` in `_opt`), naming the key."""
+    old_values, new_values = saved.to_dict(), new.to_dict()
+    for s in _SECTIONS:
+        for f in fields(s.type_cls):
+            old, value = old_values[s.name][f.name], new_values[s.name][f.name]
+            if value != old and not f.metadata["resumable"]:
+                raise UserError(f"cannot change {s.name}.{f.name} when resuming ({old!r} -> {value!r}); "
+                                "start a new run instead")
 
 
 def reference() -> list[tuple[str, Any, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -28,7 +29,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise UserError(f"bad device {name!r}: use auto, cpu, cuda or cuda:N")
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, cell: str = "lstm") -> str:
     """'auto' -> 'bf16' where the hardware runs it natively (a CUDA card with bf16, a CPU with AMX), else 'fp32'."""
     if precision != "auto":
         return precision
@@ -36,7 +37,28 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     # On a CPU without AMX tiles, bf16 matmuls are emulated and slower than fp32. The probe is private API.
     has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return "bf16" if device.type == "cpu" and has_amx() else "fp32"
+    return "bf16" if device.type == "cpu" and has_amx() and _cpu_runs_bf16(cell) else "fp32"
+
+
+def check_precision(precision: str, device: torch.device, cell: str) -> None:
+    """Refuse bf16 on a CPU whose oneDNN has no bf16 kernel for the fused cell (no AVX-512 BF16, no AMX)."""
+    if precision == "bf16" and device.type == "cpu" and not _cpu_runs_bf16(cell):
+        raise UserError(f"train.precision bf16: this CPU cannot run the fused {cell.upper()} in bf16 (oneDNN has no "
+                        "bf16 kernel for it here); use fp32, or auto to pick what runs")
+
+
+@functools.cache
+def _cpu_runs_bf16(cell: str) -> bool:
+    """Whether a tiny fused `cell` trains under CPU bf16 autocast: oneDNN refuses where the CPU lacks bf16 support."""
+    with torch.random.fork_rng(devices=[]):
+        rnn = getattr(torch.nn, cell.upper())(8, 8)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = rnn(torch.zeros(2, 1, 8))
+        out.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:

@@ -6,7 +6,9 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from charrnn.errors import UserError
 
@@ -36,9 +38,9 @@ def read_text(path: Path, what: str = "file", encoding: str = "utf-8") -> str:
         raise UserError(f"{what} {path} is not valid {encoding} (byte offset {e.start})") from None
 
 
-def temp_beside(path: Path, binary: bool = False) -> tuple[int, str]:
+def temp_beside(path: Path) -> tuple[int, str]:
     """A new temp file in `path`'s folder, named `.NAME.PID.RANDOM.tmp` so that a stale one can be told apart."""
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", text=not binary)
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
 
 
 def remove_stale_temps(folder: Path) -> None:
@@ -64,23 +66,50 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file so that a full disk leaves the old file (or none), never a torn one."""
+def write_atomic(path: Path, data: str | bytes | Callable[[BinaryIO], object], what: str = "",
+                 make_parent: bool = False) -> None:
+    """Write a file so that a full disk or a kill leaves the old file (or none), never a torn one.
+
+    The data goes to a temp file beside `path`, is fsynced, renamed over `path`, and the rename is
+    made durable. `data` is text (UTF-8), bytes, or a function that writes to the open binary file.
+    `what` names the file in the error ("checkpoint" -> "cannot write checkpoint PATH: ...").
+    """
     path = Path(path)
-    tmp = None
+    existed, tmp = path.exists(), None
     try:
+        if make_parent:
+            path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = temp_beside(path)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
+        _fsync_dir(path.parent)
     except OSError as e:
-        raise UserError(f"cannot write {path}: {describe_os_error(e)}") from None
+        kept = f"; the previous {what or 'file'} is kept" if existed else ""
+        raise UserError(f"cannot write {what + ' ' if what else ''}{path}: {describe_os_error(e)}{kept}") from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def describe_os_error(error: OSError) -> str:

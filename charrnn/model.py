@@ -5,6 +5,7 @@ The cell is PyTorch's fused `nn.LSTM`, `nn.GRU` or `nn.RNN` (tanh): oneDNN on CP
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,7 +19,10 @@ from charrnn.config import ModelConfig
 Hidden = tuple[Tensor, ...]
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # blocks of hidden_size rows in each weight_ih / weight_hh
+# The blocks of hidden_size rows in each layer's weight_ih / weight_hh, in PyTorch's packing order.
+GATE_BLOCKS = {"lstm": ("input", "forget", "candidate", "output"), "gru": ("reset", "update", "candidate"),
+               "rnn": ("candidate",)}
+LAYER_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # each layer's parameters, as `_lN` suffixes name
 
 
 class CharRNN(nn.Module):
@@ -75,10 +79,19 @@ class CharRNN(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def layer_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One layer's (weight_ih, weight_hh, bias_ih, bias_hh): (G*H, In), (G*H, H), (G*H,), (G*H,), G gate blocks."""
+        return tuple(getattr(self.rnn, f"{name}_l{layer}") for name in LAYER_WEIGHTS)  # type: ignore[return-value]
+
+    def gate_rows(self, gate: str) -> slice:
+        """The rows of `gate`'s block in every weight_ih / weight_hh / bias of the cell."""
+        block, size = GATE_BLOCKS[self.cfg.cell].index(gate), self.cfg.hidden_size
+        return slice(block * size, (block + 1) * size)
+
 
 def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
     """How many parameters CharRNN(vocab_size, cfg) has, computed without building it."""
-    size, gates = cfg.hidden_size, GATES[cfg.cell]
+    size, gates = cfg.hidden_size, len(GATE_BLOCKS[cfg.cell])
     first, rest = gates * size * (cfg.embed_dim + size + 2), gates * size * (2 * size + 2)
     return vocab_size * cfg.embed_dim + first + (cfg.num_layers - 1) * rest + (size + 1) * vocab_size
 
@@ -86,7 +99,7 @@ def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
 def training_bytes(vocab_size: int, cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
     """A rough lower bound on the memory training needs: fp32 weights, gradients and AdamW's two moments,
     plus the activations one window keeps for backpropagation."""
-    per_step = cfg.embed_dim + cfg.num_layers * cfg.hidden_size * (GATES[cfg.cell] + 2) + 2 * vocab_size
+    per_step = cfg.embed_dim + cfg.num_layers * cfg.hidden_size * (len(GATE_BLOCKS[cfg.cell]) + 2) + 2 * vocab_size
     return 4 * (4 * parameter_count(vocab_size, cfg) + batch_size * seq_len * per_step)
 
 
@@ -105,6 +118,11 @@ def detach(hidden: Hidden) -> Hidden:
     """Cut the graph between truncated-BPTT windows, keeping the values (in fp32: under bf16 autocast
     the fused LSTM hands back a bf16 state, and the carried state and checkpoints stay one dtype)."""
     return tuple(t.detach().float() for t in hidden)
+
+
+def bpc(nats: float) -> float:
+    """Nats per character -> bits per character."""
+    return nats / math.log(2)
 
 
 def cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:

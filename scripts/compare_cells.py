@@ -23,10 +23,10 @@ from pathlib import Path
 
 from charrnn.checkpoint import load_model
 from charrnn.config import Config, ModelConfig, load_config
-from charrnn.corpus import load_corpus
+from charrnn.data.encoding import load_corpus
+from charrnn.generation.sampling import sample_text
 from charrnn.model import CharRNN
-from charrnn.sampling import sample_text
-from charrnn.train import train
+from charrnn.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn import rundir
 from charrnn.checkpoint import load_model
-from charrnn.corpus import load_corpus
-from charrnn.dynamic import STATS_CHARS, dynamic_evaluate, gradient_stats, training_ids
+from charrnn.data.encoding import load_corpus
+from charrnn.data.split import split_ids
+from charrnn.evaluation.dynamic import STATS_CHARS, dynamic_evaluate, gradient_stats, training_ids
 from charrnn.model import cross_entropy
+from charrnn.training import rundir
 
 
 def floats(text: str) -> list[float]:
@@ -44,7 +45,7 @@ def main() -> None:
     data = loaded.config.data
     corpus = load_corpus(Path(data.path), data.encoding, include=data.include, exclude=data.exclude,
                          skip_dir=rundir.is_run_dir)
-    val = corpus.ids[int(len(corpus.ids) * (1 - data.val_fraction)) :]
+    _, val = split_ids(corpus.ids, data.val_fraction)
     val = torch.from_numpy((val[: args.chars + 1] if args.chars else val).astype(np.int64))
     with torch.no_grad():
         logits, _ = loaded.model(val[None, :-1])

@@ -13,12 +13,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from charrnn.activations import record
-from charrnn.beam import beam_search
 from charrnn.config import ModelConfig
-from charrnn.corpus import Vocab
+from charrnn.generation.beam import beam_search
+from charrnn.generation.sampling import generate
+from charrnn.inspection.activations import record
 from charrnn.model import CharRNN
-from charrnn.sampling import generate
+from charrnn.vocab import Vocab
 
 VOCAB = Vocab("".join(chr(32 + i) for i in range(65)))
 

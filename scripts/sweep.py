@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from charrnn.config import load_config
-from charrnn.train import train
+from charrnn.training.loop import train
 
 
 def main() -> None:

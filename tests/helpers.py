@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from charrnn.checkpoint import Saved, load_run
+from charrnn.checkpoint import RunCheckpoint, load_run
 from charrnn.config import ModelConfig
 from charrnn.model import CharRNN
-from charrnn.train import TrainResult, open_resume, resume_config, train
+from charrnn.training.loop import TrainResult, train
+from charrnn.training.resume import open_resume
+from charrnn.training.state import RunState
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -28,15 +31,21 @@ def run_cli(*args: object, check: bool = True, **kwargs) -> subprocess.Completed
     return result
 
 
-def last(run_dir: Path) -> Saved:
-    """The run's checkpoints/last.pt."""
-    return load_run(Path(run_dir) / "checkpoints" / "last.pt")
+def read_run(path: Path) -> RunCheckpoint:
+    """A checkpoint read for resuming, with its run state as a `RunState` (attributes, not keys)."""
+    saved = load_run(path)
+    return replace(saved, run=RunState.from_dict(saved.run, saved.path))
+
+
+def last(run_dir: Path) -> RunCheckpoint:
+    """The run's checkpoints/last.pt, its run state as a `RunState`."""
+    return read_run(Path(run_dir) / "checkpoints" / "last.pt")
 
 
 def resume(run_dir: Path, overrides: tuple[str, ...] | list[str] = (), **kwargs) -> TrainResult:
     """Continue a run as `charrnn train --resume RUN_DIR --set ...` does."""
-    saved = open_resume(run_dir)
-    return train(resume_config(saved, overrides), run_dir, resume=saved, **kwargs)
+    found = open_resume(run_dir, overrides)
+    return train(found.config, run_dir, resume=found, **kwargs)
 
 
 def random_model(vocab_size: int, cell: str = "lstm", seed: int = 0, sharpness: float = 1.0) -> CharRNN:

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.activations import SIGNALS, linear_scan, record
 from charrnn.config import ModelConfig
+from charrnn.inspection.activations import RECORDED, linear_scan, record
 from charrnn.model import CharRNN
 
 VOCAB = 12
@@ -22,14 +22,14 @@ def make(cell: str, num_layers: int = 2, hidden_size: int = 8) -> CharRNN:
 def reference(model: CharRNN, ids: np.ndarray) -> dict[str, np.ndarray]:
     """PyTorch's documented cell equations, one character at a time: slow, and obviously right."""
     size, cell = model.cfg.hidden_size, model.cfg.cell
-    out: dict[str, list] = {name: [] for name in SIGNALS[cell]}
+    out: dict[str, list] = {name: [] for name in RECORDED[cell]}
     with torch.no_grad():
         x_seq = model.embed(torch.as_tensor(ids))
         for layer in range(model.cfg.num_layers):
             w_ih, w_hh, b_ih, b_hh = (getattr(model.rnn, f"{n}_l{layer}")
                                       for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
             h, c = torch.zeros(size), torch.zeros(size)
-            rows: dict[str, list] = {name: [] for name in SIGNALS[cell]}
+            rows: dict[str, list] = {name: [] for name in RECORDED[cell]}
             for x in x_seq:
                 gi, gh = w_ih @ x + b_ih, w_hh @ h + b_hh
                 if cell == "lstm":
@@ -61,7 +61,7 @@ def test_every_signal_matches_the_cell_equations_and_the_fused_module(cell):
     ids = np.random.default_rng(1).integers(0, VOCAB, 300)
     acts = record(model, ids, chunk_size=64)  # the state carried across chunks
     expected = reference(model, ids)
-    assert set(acts.signals) == set(SIGNALS[cell])
+    assert set(acts.signals) == set(RECORDED[cell])
     for name, values in expected.items():
         np.testing.assert_allclose(acts.signals[name], values, atol=2e-4, err_msg=name)
     with torch.no_grad():  # the fused stack's own outputs, which the reference must reproduce too
@@ -79,7 +79,7 @@ def test_chunks_carry_the_state():
     chunked = record(model, ids, chunk_size=37)
     first = record(model, ids[:90])
     rest = record(model, ids[90:], first.state)
-    for name in SIGNALS["lstm"]:
+    for name in RECORDED["lstm"]:
         np.testing.assert_allclose(chunked.signals[name], whole.signals[name], atol=2e-4)
         np.testing.assert_allclose(np.concatenate([first.signals[name], rest.signals[name]], axis=1),
                                    whole.signals[name], atol=2e-4)

@@ -14,10 +14,10 @@ import charrnn
 from charrnn.api import CharModel, _dotted
 from charrnn.cli import main
 from charrnn.config import Config
-from charrnn.corpus import Vocab
 from charrnn.errors import UserError
-from charrnn.evaluation import FILE_SEQ_LEN as SCORE_SEQ_LEN
+from charrnn.evaluation.static import FILE_SEQ_LEN as SCORE_SEQ_LEN
 from charrnn.model import CharRNN, cross_entropy
+from charrnn.vocab import Vocab
 from tests.helpers import ROOT, TINY_CONFIG, random_model, run_cli
 
 TEXT = Path(textwrap.__file__).read_text(encoding="utf-8")  # the tiny run's corpus: every character is known
@@ -31,7 +31,7 @@ def model(tiny_run) -> CharModel:
 def test_import_charrnn_is_cheap_and_exports_only_the_api():
     code = "import sys, charrnn; assert 'torch' not in sys.modules; print(sorted(charrnn.__all__))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    assert out.strip() == "['Beam', 'CharModel', 'Score', 'fit', 'load']"
+    assert out.strip() == "['Beam', 'CharModel', 'Score', 'fit', 'load', 'train']"
     assert all(callable(getattr(charrnn, name)) for name in charrnn.__all__)
     with pytest.raises(AttributeError):
         charrnn.nothing_here  # noqa: B018

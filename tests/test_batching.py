@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from charrnn.batching import Streams, fit_batch, make_streams
+from charrnn.data.batching import Streams, fit_batch, make_streams
 from charrnn.errors import UserError
 
 

@@ -6,12 +6,12 @@ from click.testing import CliRunner
 
 import charrnn
 from charrnn.api import CharModel
-from charrnn.beam import beam_search, reorder
 from charrnn.cli import main
 from charrnn.config import Config
-from charrnn.corpus import Vocab
 from charrnn.errors import UserError
-from charrnn.sampling import Stepper
+from charrnn.generation.beam import beam_search, reorder
+from charrnn.generation.stepper import Stepper
+from charrnn.vocab import Vocab
 from tests.helpers import random_model, run_cli
 
 VOCAB = Vocab("\n abcdefghij")

@@ -1,6 +1,6 @@
 import json
 
-from charrnn.bench import Shape, train_flops_per_char
+from charrnn.tools.bench import Shape, train_flops_per_char
 from tests.helpers import run_cli
 
 

@@ -7,8 +7,8 @@ import tempfile
 import numpy as np
 import pytest
 
-from charrnn import cache
-from charrnn.corpus import load_corpus
+from charrnn.data import cache
+from charrnn.data.encoding import load_corpus
 
 
 def text_of(c) -> str:
@@ -99,7 +99,7 @@ def test_an_unwritable_cache_says_not_cached_and_leaves_nothing(tmp_path, monkey
 
 
 def test_a_full_cache_disk_is_one_clear_line(tmp_path, monkeypatch):
-    from charrnn import corpus as corpus_mod
+    from charrnn.data import encoding
     from charrnn.errors import UserError
 
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
@@ -107,7 +107,7 @@ def test_a_full_cache_disk_is_one_clear_line(tmp_path, monkeypatch):
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(corpus_mod, "_write_ids", disk_full)
+    monkeypatch.setattr(encoding, "_write_ids", disk_full)
     path = tmp_path / "c.txt"
     path.write_text("text")
     with pytest.raises(UserError, match="cannot cache the encoded corpus in .*No space left on device"):

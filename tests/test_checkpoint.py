@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from charrnn import checkpoint
-from charrnn.checkpoint import RunState, load_model, load_run, resolve, save_periodic, save_run
+from charrnn.checkpoint import load_model, load_run, resolve, save_periodic, save_run
 from charrnn.config import load_config
-from charrnn.corpus import Vocab
 from charrnn.errors import UserError
 from charrnn.model import CharRNN
-from charrnn.optim import make_optimizer
+from charrnn.training.optim import make_optimizer
+from charrnn.training.state import RunState
+from charrnn.vocab import Vocab
 
 VOCAB = Vocab("\nabc")
 CONFIG = load_config(None, ["model.embed_dim=4", "model.hidden_size=8", "model.num_layers=1"])
@@ -26,7 +27,7 @@ def save(path, value: float = 0.0, step: int = 7) -> CharRNN:
     run = RunState("run-1", "hash", step=step, epoch=1, window=2, elapsed=3.5, best_val_loss=1.25, val_loss=1.5,
                    hidden=(torch.ones(1, 2, 8), torch.zeros(1, 2, 8)), rng=[{"python": (3, (1, 2), None)}])
     save_run(path, config=CONFIG, vocab=VOCAB, model=model, optimizer=optimizer,
-             scaler=torch.amp.GradScaler("cpu", enabled=False), run=run)
+             scaler=torch.amp.GradScaler("cpu", enabled=False), run=run.to_dict())
     return model
 
 
@@ -34,8 +35,10 @@ def test_round_trip_restores_the_run(tmp_path):
     model = save(tmp_path / "c.pt", 2.0)
     saved = load_run(tmp_path / "c.pt")
     assert saved.config == CONFIG and saved.vocab == VOCAB
-    assert saved.run.step == 7 and saved.run.run_id == "run-1" and saved.run.rng[0]["python"] == (3, (1, 2), None)
-    assert torch.equal(saved.run.hidden[0], torch.ones(1, 2, 8)) and saved.optimizer["state"]
+    assert saved.run["step"] == 7
+    assert saved.run["run_id"] == "run-1"
+    assert saved.run["rng"][0]["python"] == (3, (1, 2), None)
+    assert torch.equal(saved.run["hidden"][0], torch.ones(1, 2, 8)) and saved.optimizer["state"]
     assert all(torch.equal(saved.model[k], v) for k, v in model.state_dict().items())
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp files left behind
 
@@ -48,7 +51,7 @@ def test_inference_loading_gives_an_eval_model_and_never_reads_the_optimizer(tmp
     loaded = load_model(tmp_path / "c.pt")
     assert calls == [{"map_location": "cpu", "weights_only": True, "mmap": True}]  # mapped, not read
     assert not loaded.model.training and torch.equal(loaded.model.head.bias, torch.full((4,), 2.0))
-    assert loaded.run.best_val_loss == 1.25 and loaded.config == CONFIG
+    assert loaded.run["best_val_loss"] == 1.25 and loaded.config == CONFIG
 
 
 def test_format_1_checkpoints_still_load(tmp_path):
@@ -58,7 +61,7 @@ def test_format_1_checkpoints_still_load(tmp_path):
     old["format_version"] = 1
     torch.save(old, tmp_path / "old.pt")
     saved = load_run(tmp_path / "old.pt")
-    assert saved.run.step == 7 and saved.run.run_id == "" and saved.run.best_val_loss == 1.25
+    assert saved.run["step"] == 7 and saved.run["run_id"] == "" and saved.run["best_val_loss"] == 1.25
     assert load_model(tmp_path / "old.pt").vocab == VOCAB
 
 
@@ -94,7 +97,7 @@ def test_bad_files_get_clear_errors(tmp_path, make, message):
     save(path)
     make(path)
     with pytest.raises(UserError, match=message):
-        load_run(path)
+        RunState.from_dict(load_run(path).run, path)  # as a resume reads it
 
 
 def test_weights_that_do_not_fit_the_config_are_a_clear_error(tmp_path):
@@ -148,7 +151,7 @@ def test_periodic_checkpoints_keep_only_the_newest(tmp_path):
         save_periodic(tmp_path, step, lambda path, step=step: save(path, step=step), keep_last=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step-00000030.pt", "step-00000040.pt"]
-    assert load_run(tmp_path / "checkpoints" / names[-1]).run.step == 40
+    assert load_run(tmp_path / "checkpoints" / names[-1]).run["step"] == 40
     assert checkpoint.is_periodic("step-00000030.pt") and not checkpoint.is_periodic("step-1.pt.bak")
 
 

@@ -184,7 +184,7 @@ def hostile(tmp: Path) -> dict:
     (["train", "{tmp}/ascii.txt", "--run-dir", "{tmp}/r", "--set", "model.embed_dim=1e11"], "must be an integer"),
     (["eval", "{run}", "{tmp}/dir"], "is a directory"),
     (["eval", "{run}", "{tmp}/fifo"], "is not a regular file"),
-    (["eval", "{run}", "{tmp}/snow.txt"], "0 character(s) the model knows, too few to score (100 skipped"),
+    (["eval", "{run}", "{tmp}/snow.txt"], "has no characters the model knows (100 skipped"),
     (["info", "{tmp}/fifo"], "is not a regular file"),
 ])
 def test_hostile_inputs_are_one_clear_line(tmp_path, tiny_run, args, message):

@@ -103,9 +103,9 @@ def test_list_values_and_python_values_override():
         load_config(None, ["data.include=3"])
 
 
-def test_the_readme_config_reference_is_current():
+def test_the_docs_config_reference_is_current():
     from charrnn.config import _toml_value, reference
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "config.md").read_text()
     for key, default, help_text in reference():
         assert f"| `{key}` | `{_toml_value(default)}` | {help_text} |" in readme, key

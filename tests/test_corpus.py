@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from charrnn import corpus as corpus_mod
-from charrnn.corpus import Vocab, encode_file, load_corpus
+from charrnn.data import decoding, encoding
+from charrnn.data.encoding import encode_file, load_corpus
 from charrnn.errors import UserError
+from charrnn.vocab import Vocab
 
 
 def text_of(c) -> str:
@@ -25,7 +26,7 @@ def test_newlines_are_normalised_and_bom_dropped(tmp_path):
 
 
 def test_crlf_split_across_chunks_is_one_newline(tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus_mod, "CHUNK_BYTES", 4)
+    monkeypatch.setattr(decoding, "CHUNK_BYTES", 4)
     (tmp_path / "a.txt").write_bytes("abc\r\ndéf\r\n\r\nxyz€\r".encode())
     assert text_of(load_corpus(tmp_path / "a.txt")) == "abc\ndéf\n\nxyz€\n"
 
@@ -118,7 +119,7 @@ def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     path = tmp_path / "a.txt"
     path.write_text("cached text")
     first = load_corpus(path)
-    monkeypatch.setattr(corpus_mod, "_scan", lambda *a: pytest.fail("re-encoded a cached corpus"))
+    monkeypatch.setattr(encoding, "_scan", lambda *a: pytest.fail("re-encoded a cached corpus"))
     second = load_corpus(path)
     assert second.content_hash == first.content_hash and text_of(second) == "cached text"
 
@@ -145,7 +146,7 @@ def test_prime_outside_vocabulary_names_the_characters():
 
 
 def test_invalid_utf8_offset_is_exact_across_chunk_boundaries(tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus_mod, "CHUNK_BYTES", 4)
+    monkeypatch.setattr(decoding, "CHUNK_BYTES", 4)
     path = tmp_path / "x.txt"
     path.write_bytes("café ok ".encode() + b"\xe9 bad")  # 'é' straddles the first chunk boundary
     with pytest.raises(UserError, match="byte offset 9"):
@@ -154,7 +155,7 @@ def test_invalid_utf8_offset_is_exact_across_chunk_boundaries(tmp_path, monkeypa
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 4, 5, 7])
 def test_ascii_fast_path_and_decoder_agree_on_newlines_at_any_chunk_size(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(corpus_mod, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(decoding, "CHUNK_BYTES", chunk)
     raw = "\ufeffab\r\ncd\r\rxé\r\nfg\r\nhi\r\r\nj\rk\r".encode()
     (tmp_path / "a.txt").write_bytes(raw)
     expected = "ab\ncd\n\nxé\nfg\nhi\n\nj\nk\n"

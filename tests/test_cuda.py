@@ -5,8 +5,8 @@ import torch
 
 from charrnn.checkpoint import load_model
 from charrnn.config import load_config
-from charrnn.sampling import sample_text
-from charrnn.train import train
+from charrnn.generation.sampling import sample_text
+from charrnn.training.loop import train
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

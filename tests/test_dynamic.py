@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from charrnn.config import ModelConfig, load_config
-from charrnn.dynamic import dynamic_evaluate, dynamic_evaluate_file, gradient_stats
 from charrnn.errors import UserError
+from charrnn.evaluation.dynamic import dynamic_evaluate, dynamic_evaluate_file, gradient_stats
 from charrnn.model import CharRNN, cross_entropy
-from charrnn.train import train
+from charrnn.training.loop import train
 from tests.helpers import TINY_CONFIG, run_cli
 
 VOCAB_SIZE = 12

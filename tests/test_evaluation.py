@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from charrnn import checkpoint
-from charrnn.batching import Streams
 from charrnn.config import ModelConfig
-from charrnn.distributed import Context
-from charrnn.evaluation import evaluate, evaluate_file
+from charrnn.data.batching import Streams
+from charrnn.evaluation.static import evaluate, evaluate_file
 from charrnn.model import CharRNN
-from charrnn.signals import Stopped
+from charrnn.training.distributed import World
+from charrnn.training.stopping import Stopped
 
-CPU = Context(torch.device("cpu"))
+CPU = World(torch.device("cpu"))
 
 
 def model() -> CharRNN:

@@ -10,11 +10,12 @@ import torch
 from click.testing import CliRunner
 
 import charrnn
-from charrnn.checkpoint import RunState, save_run
+from charrnn.checkpoint import save_run
 from charrnn.cli import main
 from charrnn.config import Config, ModelConfig, from_dict
-from charrnn.corpus import Vocab
-from charrnn.export import export_onnx
+from charrnn.tools.export import export_onnx
+from charrnn.training.state import RunState
+from charrnn.vocab import Vocab
 from tests.helpers import random_model, run_cli
 
 ort = pytest.importorskip("onnxruntime", reason="the export extra: pip install 'charrnn[export]'")
@@ -65,7 +66,8 @@ def save_checkpoint(path: Path, cell: str, vocab: Vocab) -> Path:
     model = random_model(vocab.size, cell, seed=1, sharpness=3.0)
     config = Config(model=ModelConfig(cell=cell, embed_dim=8, hidden_size=32, num_layers=2))
     save_run(path, config=config, vocab=vocab, model=model, optimizer=torch.optim.AdamW(model.parameters()),
-             scaler=torch.amp.GradScaler("cpu", enabled=False), run=RunState(run_id="test", corpus_hash="none"))
+             scaler=torch.amp.GradScaler("cpu", enabled=False),
+             run=RunState(run_id="test", corpus_hash="none").to_dict())
     return path
 
 
@@ -152,7 +154,7 @@ def test_bad_export_options_fail_in_one_line(tiny_run, tmp_path, args, message):
 
 
 def test_a_model_with_dropout_exports_without_it_and_stays_in_eval_mode():
-    from charrnn.export import max_abs_diff, to_onnx
+    from charrnn.tools.export import max_abs_diff, to_onnx
 
     torch.manual_seed(0)
     model = charrnn.model.CharRNN(30, ModelConfig(embed_dim=8, hidden_size=32, num_layers=2, dropout=0.5,

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import charrnn
 from charrnn.cli import main
-from charrnn.interactive import HELP, Settings, command
+from charrnn.generation.interactive import HELP, Settings, command
 from tests.helpers import ROOT, run_cli
 
 # Open the pty by name in the new session, which makes it the controlling terminal: then a typed

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from charrnn.metrics import MetricsLogger, NullLogger, bpc
+from charrnn.model import bpc
+from charrnn.training.metrics import MetricsLogger, NullLogger
 
 
 def test_bpc_is_nats_over_ln_2():

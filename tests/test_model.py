@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from charrnn.config import ModelConfig
+from charrnn.generation.stepper import Stepper
 from charrnn.model import CharRNN, cross_entropy, parameter_count
-from charrnn.sampling import Stepper
 
 
 def make(vocab=20, **kw) -> CharRNN:

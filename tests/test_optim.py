@@ -3,7 +3,7 @@ import torch
 
 from charrnn.config import ModelConfig, load_config
 from charrnn.model import CharRNN
-from charrnn.optim import lr_at, make_optimizer
+from charrnn.training.optim import lr_at, make_optimizer
 
 
 def test_lr_warms_up_then_decays_to_the_floor():

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from charrnn.activations import Activations
 from charrnn.errors import UserError
-from charrnn.probes import (
+from charrnn.inspection.activations import Activations
+from charrnn.inspection.probes import (
     BINARY,
     COUNTER,
     Probe,

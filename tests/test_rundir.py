@@ -8,7 +8,7 @@ import pytest
 
 from charrnn.config import load_config
 from charrnn.errors import UserError
-from charrnn.train import train
+from charrnn.training.loop import train
 from tests.helpers import TINY_CONFIG, last, resume
 
 

@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from charrnn.config import ModelConfig
-from charrnn.corpus import Vocab
 from charrnn.errors import UserError
+from charrnn.generation.sampling import generate, pick
+from charrnn.generation.stepper import Stepper, unstack
 from charrnn.model import CharRNN
-from charrnn.sampling import Stepper, generate, pick, unstack
+from charrnn.vocab import Vocab
 
 VOCAB = Vocab("\n abcdefgh")
 CELLS = ("lstm", "gru", "rnn")

@@ -6,14 +6,15 @@ import signal
 import pytest
 import torch
 
-from charrnn import train as train_mod
 from charrnn.checkpoint import load_run
 from charrnn.config import load_config
-from charrnn.devices import resolve_precision
+from charrnn.devices import _cpu_runs_bf16, resolve_precision
 from charrnn.errors import UserError
-from charrnn.signals import Stopped
-from charrnn.train import open_resume, resume_config, train
-from tests.helpers import last, resume
+from charrnn.training import loop, step
+from charrnn.training.loop import train
+from charrnn.training.resume import open_resume
+from charrnn.training.stopping import Stopped
+from tests.helpers import last, read_run, resume
 
 TINY = ["model.embed_dim=16", "model.hidden_size=32", "model.num_layers=2", "train.batch_size=16",
         "train.seq_len=64", "train.lr=1e-2", "train.warmup_steps=5", "train.max_steps=40", "train.eval_every=10",
@@ -35,7 +36,7 @@ def steps_logged(run_dir):
 
 def interrupt_after(monkeypatch, step):
     """Deliver a real SIGINT to this process while training step `step` runs."""
-    original = train_mod._train_step
+    original = loop.train_step
 
     def step_then_signal(parts, tc, state, hidden, ctx):
         out = original(parts, tc, state, hidden, ctx)
@@ -43,7 +44,7 @@ def interrupt_after(monkeypatch, step):
             signal.raise_signal(signal.SIGINT)
         return out
 
-    monkeypatch.setattr(train_mod, "_train_step", step_then_signal)
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
 
 
 def assert_resumes_bitwise(cfg, tmp_path, monkeypatch, stop_at=13):
@@ -82,7 +83,7 @@ def test_run_dir_contents_and_metrics(tmp_path, corpus_file):
     assert last["val/bpc"] == pytest.approx(last["val/loss"] / math.log(2))
     assert result.val_loss == pytest.approx(last["val/loss"])
     assert result.best_val_loss == min(r["val/loss"] for r in records if "val/loss" in r)
-    assert load_run(run / "checkpoints" / "best.pt").run.best_val_loss == result.best_val_loss
+    assert read_run(run / "checkpoints" / "best.pt").run.best_val_loss == result.best_val_loss
 
 
 def test_tensorboard_has_the_scalars_and_samples(tmp_path, corpus_file):
@@ -132,9 +133,9 @@ def test_resume_after_a_crash_drops_metrics_logged_past_the_checkpoint(tmp_path,
 def test_resume_refuses_a_changed_model_or_corpus(tmp_path, corpus_file):
     train(config(corpus_file, "train.max_steps=10"), tmp_path / "r")
     with pytest.raises(UserError, match=r"cannot change model.hidden_size when resuming \(32 -> 64\)"):
-        resume_config(open_resume(tmp_path / "r"), ["model.hidden_size=64"])
+        open_resume(tmp_path / "r", ["model.hidden_size=64"])
     with pytest.raises(UserError, match="cannot change train.batch_size"):
-        resume_config(open_resume(tmp_path / "r"), ["train.batch_size=4"])
+        open_resume(tmp_path / "r", ["train.batch_size=4"])
     other = tmp_path / "other.txt"
     other.write_text(corpus_file.read_text()[::-1])
     with pytest.raises(UserError, match="is not the text this run was trained on"):
@@ -156,7 +157,7 @@ def test_existing_run_is_never_overwritten_without_consent(tmp_path, corpus_file
 
 
 def test_nan_loss_stops_cleanly_keeping_the_last_good_checkpoint(tmp_path, corpus_file, monkeypatch):
-    real = train_mod.cross_entropy
+    real = step.cross_entropy
     calls = {"n": 0}
 
     def poisoned(logits, targets, reduction="mean"):
@@ -164,7 +165,7 @@ def test_nan_loss_stops_cleanly_keeping_the_last_good_checkpoint(tmp_path, corpu
         loss = real(logits, targets, reduction)
         return loss * float("nan") if calls["n"] == 14 else loss  # the 14th training step
 
-    monkeypatch.setattr(train_mod, "cross_entropy", poisoned)
+    monkeypatch.setattr(step, "cross_entropy", poisoned)
     with pytest.raises(UserError, match=r"the loss became nan at step 14; stopped.*--resume .* --set train.lr="):
         train(config(corpus_file, "train.eval_every=100"), tmp_path / "r")
     monkeypatch.undo()
@@ -215,14 +216,14 @@ def test_cuda_without_cuda_is_a_clear_error(tmp_path, corpus_file):
 def spy_evaluations(monkeypatch) -> list[int]:
     """The number of characters each validation of the run scores."""
     scored = []
-    real = train_mod.evaluate
+    real = loop.evaluate
 
     def spy(*args, **kwargs):
         loss, chars = real(*args, **kwargs)
         scored.append(chars)
         return loss, chars
 
-    monkeypatch.setattr(train_mod, "evaluate", spy)
+    monkeypatch.setattr(loop, "evaluate", spy)
     return scored
 
 
@@ -241,13 +242,13 @@ def test_a_small_validation_split_is_scored_whole_by_default(tmp_path, corpus_fi
 
 def test_a_signal_during_validation_abandons_it_unrecorded_and_saves_the_last_step(tmp_path, corpus_file,
                                                                                    monkeypatch):
-    real = train_mod.evaluate
+    real = loop.evaluate
 
     def signal_then_evaluate(*args, **kwargs):
         signal.raise_signal(signal.SIGTERM)  # arrives as the validation starts
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "evaluate", signal_then_evaluate)
+    monkeypatch.setattr(loop, "evaluate", signal_then_evaluate)
     result = train(config(corpus_file), tmp_path / "r")
     assert result.interrupted and result.stopped_by == "SIGTERM" and result.step == 10 and result.val_loss is None
     assert last(tmp_path / "r").run.step == 10 and last(tmp_path / "r").run.val_loss is None
@@ -256,15 +257,15 @@ def test_a_signal_during_validation_abandons_it_unrecorded_and_saves_the_last_st
 
 
 def test_a_signal_while_encoding_stops_before_anything_is_written(tmp_path, corpus_file, monkeypatch):
-    from charrnn import cache, corpus
+    from charrnn.data import cache, encoding
 
-    real = corpus._Alphabet.add
+    real = encoding._Alphabet.add
 
     def signal_then_add(self, piece):
         signal.raise_signal(signal.SIGTERM)
         real(self, piece)
 
-    monkeypatch.setattr(corpus._Alphabet, "add", signal_then_add)
+    monkeypatch.setattr(encoding._Alphabet, "add", signal_then_add)
     fresh = tmp_path / "fresh.txt"
     fresh.write_text("a corpus no test has cached yet\n" * 500)
     with pytest.raises(Stopped, match="SIGTERM"):
@@ -293,21 +294,21 @@ def test_a_run_dir_inside_its_directory_corpus_is_left_out_and_resumes(tmp_path,
 
 
 def test_nan_before_any_checkpoint_says_none_was_written(tmp_path, corpus_file, monkeypatch):
-    real = train_mod.cross_entropy
-    monkeypatch.setattr(train_mod, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = step.cross_entropy
+    monkeypatch.setattr(step, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(UserError, match=r"the loss became nan at step 1; stopped. No checkpoint was written yet: "
                                         r"start again with a lower lr, e.g. --set train.lr="):
         train(config(corpus_file), tmp_path / "r")
 
 
 def test_sigterm_during_the_final_evaluation_is_an_interruption(tmp_path, corpus_file, monkeypatch):
-    real = train_mod.evaluate
+    real = loop.evaluate
 
     def signal_then_evaluate(*args, **kwargs):
         signal.raise_signal(signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "evaluate", signal_then_evaluate)
+    monkeypatch.setattr(loop, "evaluate", signal_then_evaluate)
     result = train(config(corpus_file, "train.max_steps=12", "train.eval_every=100"), tmp_path / "r")
     assert result.interrupted and result.stopped_by == "SIGTERM" and result.step == 12
     assert last(tmp_path / "r").run.step == 12  # saved, so a resume would evaluate and finish
@@ -334,10 +335,19 @@ def test_every_cell_trains_and_resumes_bitwise(tmp_path, corpus_file, monkeypatc
 
 
 def test_bf16_on_cpu_tracks_fp32_carries_fp32_state_and_resumes_bitwise(tmp_path, corpus_file, monkeypatch):
+    if not _cpu_runs_bf16("lstm"):
+        pytest.skip("this CPU's oneDNN has no bf16 LSTM kernel (test_bf16_without_a_cpu_kernel_is_one_line covers it)")
     fp32 = train(config(corpus_file), tmp_path / "fp32")
     full = assert_resumes_bitwise(config(corpus_file, "train.precision='bf16'"), tmp_path, monkeypatch)
     assert abs(full.best_val_loss - fp32.best_val_loss) < 0.05
     assert all(t.dtype == torch.float32 for t in last(tmp_path / "full").run.hidden)
+
+
+def test_bf16_without_a_cpu_kernel_is_one_line(tmp_path, corpus_file, monkeypatch):
+    monkeypatch.setattr("charrnn.devices._cpu_runs_bf16", lambda cell: False)  # as on a CPU without AVX-512 BF16
+    with pytest.raises(UserError, match="this CPU cannot run the fused LSTM in bf16"):
+        train(config(corpus_file, "train.precision='bf16'"), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path, corpus_file):
@@ -349,6 +359,8 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path, corpus_file):
 @pytest.mark.parametrize("amx, expected", [(False, "fp32"), (True, "bf16")])
 def test_auto_precision_is_bf16_only_on_a_cpu_with_amx(tmp_path, corpus_file, monkeypatch, amx, expected):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    if not _cpu_runs_bf16("lstm"):
+        expected = "fp32"  # auto never picks a precision this CPU cannot run
     assert resolve_precision("auto", torch.device("cpu")) == expected
     messages = []
     train(config(corpus_file, "train.precision='auto'", "train.max_steps=10"), tmp_path / "auto", echo=messages.append)

@@ -12,14 +12,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charrnn.activations import record
 from charrnn.cli import main
 from charrnn.config import ModelConfig
-from charrnn.corpus import Vocab
+from charrnn.inspection.activations import record
+from charrnn.inspection.page import write_page
+from charrnn.inspection.probes import BUILTIN
+from charrnn.inspection.visualize import Visualization
 from charrnn.model import CharRNN
-from charrnn.page import write_page
-from charrnn.probes import BUILTIN
-from charrnn.visualize import Visualization
+from charrnn.vocab import Vocab
 from tests.helpers import run_cli
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
