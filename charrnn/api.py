@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+import numpy as np
 import torch
 
 from charrnn.checkpoint import load_model
@@ -32,6 +33,7 @@ from charrnn.vocab import Vocab
 
 if TYPE_CHECKING:
     from charrnn.inspection.activations import Activations
+    from charrnn.inspection.probes import Result as ProbeResult
     from charrnn.training.loop import TrainResult
 
 
@@ -60,14 +62,15 @@ class CharModel:
                 f"{self.model.num_params():,} parameters, {str(self.path)!r} on {self.device})")
 
     def stream(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, seed: int | None = None) -> Iterator[str]:
+               top_p: float = 1.0, seed: int | None = None, *, progress: bool = False) -> Iterator[str]:
         """The continuation of `prime`, one character at a time, as it is generated.
 
         Bad options and prime characters outside the vocabulary fail at the call, before iteration.
-        An empty prime starts from a newline. `seed` makes the text reproducible.
+        An empty prime starts from a newline. `seed` makes the text reproducible. `progress` shows a
+        bar on stderr while a long prime is read.
         """
         steps = generate(self.model, self.vocab, prime, length, temperature=temperature, top_k=top_k, top_p=top_p,
-                         generator=seeded_generator(self.device, seed))
+                         generator=seeded_generator(self.device, seed), progress=progress)
         return (chars[0] for chars in steps)
 
     def generate(self, prime: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0,
@@ -76,19 +79,20 @@ class CharModel:
         return "".join(self.stream(prime, length, temperature, top_k, top_p, seed))
 
     def generate_many(self, num_samples: int, prime: str = "", length: int = 500, temperature: float = 1.0,
-                      top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> list[str]:
+                      top_k: int = 0, top_p: float = 1.0, seed: int | None = None, *,
+                      progress: bool = False) -> list[str]:
         """`num_samples` independent continuations of `prime`, generated together as one batch."""
         steps = generate(self.model, self.vocab, prime, length, temperature=temperature, top_k=top_k, top_p=top_p,
-                         num_samples=num_samples, generator=seeded_generator(self.device, seed))
+                         num_samples=num_samples, generator=seeded_generator(self.device, seed), progress=progress)
         return ["".join(column) for column in zip(*steps, strict=True)] or [""] * num_samples
 
-    def beam_search(self, prime: str = "", length: int = 500, beam_width: int = 8,
-                    num_results: int = 1) -> list[Beam]:
+    def beam_search(self, prime: str = "", length: int = 500, beam_width: int = 8, num_results: int = 1, *,
+                    progress: bool = False) -> list[Beam]:
         """The `num_results` most probable continuations of `prime` that `beam_width` beams find, best first.
 
         Deterministic. Beam width 1 is greedy decoding; any width is never worse than greedy.
         """
-        return beam_search(self.model, self.vocab, prime, length, beam_width, num_results)
+        return beam_search(self.model, self.vocab, prime, length, beam_width, num_results, progress)
 
     @torch.inference_mode()
     def score(self, text: str, prime: str = "") -> Score:
@@ -109,6 +113,17 @@ class CharModel:
         from charrnn.inspection.activations import record
 
         return record(self.model, self.vocab.encode(text))
+
+    def probe(self, text: str, language: str | None = None) -> list[ProbeResult]:
+        """Each probe's best cell on `text` (chosen on its first half, scored on the second) beside a random-init
+        control, largest margin first; `language` ('python', 'c') is how the code probes read it (default: guessed).
+        """
+        from charrnn.inspection.code import guess_language
+        from charrnn.inspection.visualize import probe_text
+
+        ids = np.asarray(self.vocab.encode(text), dtype=np.int64)
+        language = language if language is not None else guess_language(text)
+        return probe_text(self.model, ids, text, language)[2]
 
     def read_text(self, path: str | Path) -> tuple[str, int]:
         """A text file decoded as the model's corpus was; characters outside the vocabulary are dropped and counted."""

@@ -167,7 +167,8 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
 
 
 _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63,
+            "an integer below 2**63 in size"),
     "float": (lambda v: isinstance(v, float) and math.isfinite(v), "a finite number"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "tuple[str, ...]": (lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v), "a list of strings"),

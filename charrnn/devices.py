@@ -70,6 +70,8 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
 
 def seeded_generator(device: torch.device | str, seed: int | None) -> torch.Generator:
     """A random generator on `device`: seeded when `seed` is given, else from the OS's entropy."""
+    if seed is not None and not 0 <= seed < 2**63:
+        raise UserError(f"--seed must be in [0, 2**63), got {seed}")
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 import tempfile
@@ -80,6 +81,7 @@ def write_atomic(path: Path, data: str | bytes | Callable[[BinaryIO], object], w
         if make_parent:
             path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = temp_beside(path)
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it: mkstemp's files are private
         with os.fdopen(fd, "wb") as f:
             if callable(data):
                 data(f)
@@ -96,6 +98,13 @@ def write_atomic(path: Path, data: str | bytes | Callable[[BinaryIO], object], w
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from charrnn.cli.group import checkpoint_argument, device_option, interactive, main, note
+from charrnn.cli.group import FiniteFloat, checkpoint_argument, count, device_option, main, note, on_terminal
 from charrnn.errors import UserError
 
 
 @main.command(name="eval")
 @checkpoint_argument
 @click.argument("text_file", type=click.Path(path_type=Path), metavar="FILE")
-@click.option("--streams", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--streams", default=1, show_default=True, type=count(1),
               help="Score the file as N parallel streams, each starting from a blank state: faster on big files, "
                    "but approximate (1 is exact: the state is carried through the whole file).")
 @click.option("--json", "as_json", is_flag=True,
@@ -25,12 +25,12 @@ from charrnn.errors import UserError
                    "model takes a gradient step on it, so it adapts to the text as it reads. The checkpoint is only "
                    "read. Printed beside the static figure.")
 # The defaults won scripts/dynamic_search.py on tinyshakespeare's validation split (see charrnn/evaluation/dynamic.py).
-@click.option("--segment-len", default=50, show_default=True, type=click.IntRange(min=1),
+@click.option("--segment-len", default=50, show_default=True, type=count(1),
               help="With --dynamic: characters scored between two updates.")
-@click.option("--dynamic-lr", default=1e-3, show_default=True, type=click.FloatRange(min=0),
+@click.option("--dynamic-lr", default=1e-3, show_default=True, type=FiniteFloat(min=0),
               help="With --dynamic: step size, in units of each weight's RMS gradient on training text. "
                    "The best value grows with --segment-len.")
-@click.option("--decay", default=0.003, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--decay", default=0.003, show_default=True, type=FiniteFloat(0, 1),
               help="With --dynamic: how strongly each update pulls the weights back toward the trained ones.")
 @click.option("--stats-text", type=click.Path(path_type=Path), metavar="FILE",
               help="With --dynamic: text to gather the gradient statistics from (default: the end of the training "
@@ -45,7 +45,7 @@ def evaluate(checkpoint: Path, text_file: Path, streams: int, as_json: bool, dev
 
     if dynamic and streams > 1:
         raise UserError("--dynamic reads the file as one stream: leave out --streams")
-    progress = interactive() and not as_json
+    progress = on_terminal() and not as_json
     result = evaluate_file(checkpoint, text_file, device, streams=streams, progress=progress)
     summary = {"loss": result.loss, "bpc": result.bpc, "chars": result.chars, "skipped": result.skipped}
     if dynamic:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from charrnn.cli.group import checkpoint_argument, device_option, main, note, refuse_combined
+from charrnn.cli.group import checkpoint_argument, device_option, main, note, on_terminal, refuse_combined
 
 if TYPE_CHECKING:
     from charrnn.api import CharModel
@@ -66,7 +66,8 @@ def sample(checkpoint: Path, length: int, temperature: float, prime: str, prime_
     elif num_samples == 1:
         _write_stream(model, out, prime, length, temperature, top_k, top_p, seed)
     else:
-        texts = model.generate_many(num_samples, prime, length, temperature, top_k, top_p, seed)
+        texts = model.generate_many(num_samples, prime, length, temperature, top_k, top_p, seed,
+                                    progress=on_terminal())
         for i, text in enumerate(texts, 1):
             out.write(f"===== sample {i} =====\n".encode() + model.vocab.to_bytes(prime + text) + b"\n")
     out.flush()
@@ -76,7 +77,7 @@ def _write_stream(model: CharModel, out: BinaryIO, prime: str, length: int, temp
                   top_p: float, seed: int | None) -> None:
     """One sample, each character written the moment it is generated."""
     out.write(model.vocab.to_bytes(prime))
-    for char in model.stream(prime, length, temperature, top_k, top_p, seed):
+    for char in model.stream(prime, length, temperature, top_k, top_p, seed, progress=on_terminal()):
         out.write(model.vocab.to_bytes(char))
         out.flush()
     out.write(b"\n")
@@ -84,7 +85,7 @@ def _write_stream(model: CharModel, out: BinaryIO, prime: str, length: int, temp
 
 def _write_beams(model: CharModel, out: BinaryIO, prime: str, length: int, beam_width: int, count: int) -> None:
     """The `count` best beams; with one, its log-probability goes to stderr."""
-    beams = model.beam_search(prime, length, beam_width, count)
+    beams = model.beam_search(prime, length, beam_width, count, progress=on_terminal())
     for i, beam in enumerate(beams, 1):
         header = f"===== beam {i}: log-prob {beam.log_prob:.4f} =====\n" if count > 1 else ""
         out.write(header.encode() + model.vocab.to_bytes(prime + beam.text) + b"\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def _discard_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # the shell's 128 + signal number
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}  # the shell's 128 + signal number
 
 
 def note(message: str) -> None:
@@ -58,7 +59,7 @@ def is_utf8(text: str) -> bool:
     return True
 
 
-def interactive() -> bool:
+def on_terminal() -> bool:
     """Progress bars only on a terminal: in logs and pipes they are noise."""
     return sys.stderr.isatty()
 
@@ -76,6 +77,26 @@ def refuse_combined(option: str, given: bool, *others: str) -> None:
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
     if given and clash:
         raise UserError(f"{option} cannot be combined with {', '.join(clash)}")
+
+
+MAX_INT = 2**63 - 1  # what a count may reach: checkpoints, TOML and torch all hold 64-bit integers
+
+
+def count(minimum: int = 0, maximum: int = MAX_INT) -> click.IntRange:
+    """An integer option in [minimum, maximum]; click names the option when a value is outside."""
+    return click.IntRange(minimum, maximum)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option in a range that also refuses nan and inf, which every comparison of FloatRange lets through."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 # What several commands take, spelled once.

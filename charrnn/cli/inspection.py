@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from charrnn.cli.group import checkpoint_argument, device_option, main, note
+from charrnn.cli.group import checkpoint_argument, count, device_option, main, note
 from charrnn.errors import UserError
 from charrnn.files import write_atomic
 
@@ -36,17 +36,20 @@ def _probe_specs(ctx: click.Context, param: click.Parameter, specs: tuple[str, .
               help="Where to write the page  [default: visualize.html in the run dir]")
 @click.option("--json", "json_file", type=click.Path(path_type=Path, dir_okay=False),
               help='Also write the ranking here: {"probes": [{"name", "kind", "layer", "cell", "signal", "score", '
-                   '"control"}, ...], "chars", ...}.')
+                   '"control", "margin"}, ...], "language", "chars", ...}.')
 @click.option("--chars", default=20_000, show_default=True, type=int,
               help="Characters of TEXT_FILE to run the model over.")
 @click.option("--offset", default=0, show_default=True, type=int,
               help="Start this many characters into TEXT_FILE (counting only characters the model knows).")
+@click.option("--lang", "language", type=click.Choice(["python", "c"]),
+              help="How the code probes (in_string, in_if, if_body_depth) read TEXT_FILE: Python, or C and its "
+                   "kin  [default: from the file name, else guessed from the text]")
 @device_option
 @click.option("--probe", "probes", multiple=True, metavar="NAME=REGEX", callback=_probe_specs,
               help="Also find the cell that tracks the characters inside matches of REGEX. Repeatable.")
 def visualize(checkpoint: Path, text_file: Path, out: Path | None, json_file: Path | None, chars: int, offset: int,
-              device: str, probes: dict[str, Any]) -> None:
-    """Find the cells that track quotes, line position, brackets, indentation and comments in TEXT_FILE.
+              language: str | None, device: str, probes: dict[str, Any]) -> None:
+    """Find the cells that track quotes, strings, if conditions, line position, brackets and comments in TEXT_FILE.
 
     Prints each probe's best cell, scored on held-out text beside a random-init control, and writes
     one self-contained HTML page (it opens offline) to browse every cell, gate and prediction.
@@ -56,9 +59,12 @@ def visualize(checkpoint: Path, text_file: Path, out: Path | None, json_file: Pa
     from charrnn.inspection.visualize import visualize as run_visualize
 
     out = out or default_out(checkpoint)
-    vis = run_visualize(checkpoint, text_file, chars=chars, offset=offset, device=device, user_probes=probes)
+    vis = run_visualize(checkpoint, text_file, chars=chars, offset=offset, device=device, user_probes=probes,
+                        language=language)
     if vis.skipped:
         note(f"skipped {vis.skipped:,} characters that are not in the model's vocabulary")
+    note(f"the code probes read {text_file} as {vis.language or 'prose (no code probes; --lang sets a language)'}; "
+         "probes sorted by margin, score - control")
     for result in vis.results:
         if result.name in probes and result.score is None:
             note(f"probe {result.name}: {result.note}; its score is undefined")
@@ -75,12 +81,12 @@ def visualize(checkpoint: Path, text_file: Path, out: Path | None, json_file: Pa
               help="Real text for charrnn's loop (default: the Python standard library's asyncio sources).")
 @click.option("--shapes", default="2x128,2x512,3x512", show_default=True,
               help="Comma-separated LAYERSxHIDDEN model shapes.")
-@click.option("--batch-size", default=64, show_default=True, type=int)
-@click.option("--seq-len", default=100, show_default=True, type=int)
-@click.option("--steps", default=12, show_default=True, type=int, help="Timed steps per measurement.")
-@click.option("--rounds", default=2, show_default=True, type=int,
+@click.option("--batch-size", default=64, show_default=True, type=count(1))
+@click.option("--seq-len", default=100, show_default=True, type=count(1))
+@click.option("--steps", default=12, show_default=True, type=count(1, 100_000), help="Timed steps per measurement.")
+@click.option("--rounds", default=2, show_default=True, type=count(1, 1_000),
               help="Interleaved repeats of each measurement; the best counts.")
-@click.option("--sample-length", default=400, show_default=True, type=int,
+@click.option("--sample-length", default=400, show_default=True, type=count(1, 10_000_000),
               help="Characters generated per sampling measurement.")
 @device_option
 @click.option("--json", "json_file", type=click.Path(path_type=Path), help="Also write the results as JSON here.")

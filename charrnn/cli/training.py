@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from charrnn.cli.group import SIGNAL_EXIT, interactive, is_utf8, main, note
+from charrnn.cli.group import SIGNAL_EXIT, FiniteFloat, count, is_utf8, main, note, on_terminal
 from charrnn.errors import UserError
 
 
@@ -20,12 +20,13 @@ from charrnn.errors import UserError
               help="TOML config file, e.g. configs/shakespeare.toml. Defaults apply to keys it leaves out.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config value, e.g. --set train.lr=3e-3. Repeatable.")
-@click.option("--max-steps", type=int, help="Stop after N optimizer steps (train.max_steps).")
-@click.option("--max-epochs", type=float, help="Stop after N passes over the train split (train.max_epochs).")
-@click.option("--time-budget", type=float, metavar="SECONDS",
+@click.option("--max-steps", type=count(1), help="Stop after N optimizer steps (train.max_steps).")
+@click.option("--max-epochs", type=FiniteFloat(min=0),
+              help="Stop after N passes over the train split (train.max_epochs).")
+@click.option("--time-budget", type=FiniteFloat(min=0), metavar="SECONDS",
               help="Stop after this many seconds of training; the lr schedule anneals to fit (train.time_budget).")
 @click.option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N (train.device).")
-@click.option("--seed", type=int, help="Seed for weights, dropout and samples (train.seed).")
+@click.option("--seed", type=count(0), help="Seed for weights, dropout and samples (train.seed).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]),
               help="Mixed precision (train.precision): bf16 on CUDA or an AMX CPU, fp16 on CUDA, auto.")
 @click.option("--encoding", help="Corpus codec, e.g. latin-1, or 'bytes' for raw bytes (data.encoding).")
@@ -59,7 +60,7 @@ def train(corpus: Path | None, run_dir: Path | None, config_file: Path | None, o
     cfg, resume = run_config(run_dir, resume=resume_dir is not None, config=config_file, overrides=overrides,
                              values={key: value for key, value in flags.items() if value is not None})
     try:
-        result = run_training(cfg, run_dir, resume=resume, overwrite=overwrite, echo=note, progress=interactive())
+        result = run_training(cfg, run_dir, resume=resume, overwrite=overwrite, echo=note, progress=on_terminal())
     except Stopped as e:
         note(f"{e.args[0]}: stopped while reading the corpus; nothing was written")
         sys.exit(SIGNAL_EXIT[e.args[0]])

@@ -36,6 +36,7 @@ drift over a long text (lr 1e-3, decay 0: 1.4088).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -84,10 +85,10 @@ class DynamicResult:
 
 def check_dynamic_options(segment_len: int, lr: float, decay: float) -> None:
     """Reject hyperparameters that make no sense, naming the option."""
-    if segment_len < 1:
+    if not 1 <= segment_len < 2**63:
         raise UserError(f"--segment-len must be >= 1, got {segment_len}")
-    if not lr >= 0:
-        raise UserError(f"--dynamic-lr must be >= 0, got {lr}")
+    if not 0 <= lr < math.inf:  # also false for NaN
+        raise UserError(f"--dynamic-lr must be >= 0 and finite, got {lr}")
     if not 0 <= decay <= 1:
         raise UserError(f"--decay must be in [0, 1], got {decay}")
 

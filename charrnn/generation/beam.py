@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from charrnn.errors import UserError
-from charrnn.generation.sampling import prime_ids
+from charrnn.generation.sampling import MAX_SAMPLES, check_length, prime_ids, warm
 from charrnn.generation.stepper import State, Stepper, unstack
 from charrnn.model import CharRNN, eval_mode
 from charrnn.vocab import Vocab
@@ -29,10 +29,11 @@ class Beam:
 
 def check_beam_options(length: int, beam_width: int, num_results: int) -> None:
     """Reject beam options that make no sense, with one clear message each."""
-    if length < 0:
-        raise UserError(f"--length must be >= 0, got {length}")
+    check_length(length)
     if beam_width < 1:
         raise UserError(f"--beam-width must be >= 1, got {beam_width}")
+    if beam_width > MAX_SAMPLES:
+        raise UserError(f"--beam-width must be at most {MAX_SAMPLES:,}, got {beam_width}")
     if not 1 <= num_results <= beam_width:
         raise UserError(f"--num-samples with --beam-width {beam_width} must be in 1..{beam_width}, got {num_results}")
 
@@ -44,16 +45,16 @@ def reorder(state: State, rows: Tensor) -> State:
 
 @torch.inference_mode()
 def beam_search(model: CharRNN, vocab: Vocab, prime: str = "", length: int = 200, beam_width: int = 8,
-                num_results: int = 1) -> list[Beam]:
+                num_results: int = 1, progress: bool = False) -> list[Beam]:
     """The `num_results` most probable continuations of `length` characters found by `beam_width` beams, best first."""
     check_beam_options(length, beam_width, num_results)
     ids = prime_ids(vocab, prime)
     device = next(model.parameters()).device
+    logits, hidden = warm(model, torch.tensor([ids], device=device), progress)
     with eval_mode(model):
-        logits, hidden = model(torch.tensor([ids], device=device))  # the whole prime in one fused call
         step = Stepper(model)
     state = unstack(hidden)
-    log_probs = logits[:, -1].double().log_softmax(dim=-1)  # (1, V): beams and greedy share the prime's row
+    log_probs = logits.double().log_softmax(dim=-1)  # (1, V): beams and greedy share the prime's row
     scores = torch.zeros(1, dtype=torch.float64, device=device)  # (K,) total log-prob of each beam
     greedy_score = torch.zeros((), dtype=torch.float64, device=device)
     parents: list[Tensor] = []  # per step, which beam of the previous step each beam extends

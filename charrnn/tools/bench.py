@@ -19,9 +19,10 @@ from torch import nn
 
 from charrnn.config import ModelConfig, load_config
 from charrnn.data.encoding import load_corpus
-from charrnn.devices import resolve_device
+from charrnn.devices import available_memory, resolve_device
+from charrnn.errors import UserError
 from charrnn.generation.sampling import generate
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, training_bytes
 from charrnn.training.loop import train
 from charrnn.vocab import Vocab
 
@@ -38,8 +39,12 @@ class Shape:
 
     @classmethod
     def parse(cls, text: str) -> Shape:
+        """'2x512' -> Shape(2, 512); ValueError unless both are positive integers."""
         layers, _, size = text.lower().partition("x")
-        return cls(int(layers), int(size))
+        shape = cls(int(layers), int(size))
+        if not (1 <= shape.num_layers <= 1024 and 1 <= shape.hidden_size <= 1 << 20):
+            raise ValueError(text)
+        return shape
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,8 @@ def run_bench(corpus: Path, shapes: list[Shape], device_name: str = "auto", batc
     """Measure everything in one run on one device; each loop's figure is the best of `rounds`."""
     device = resolve_device(device_name)
     vocab_size = load_corpus(corpus, progress=False).vocab.size
+    for shape in shapes:
+        _check_memory(shape, embed_dim, vocab_size, batch_size, seq_len, device)
     peak = matmul_peak(device)
     report(f"matmul peak: {peak:.1f} GFLOP/s on {device}")
     rows = []
@@ -185,6 +192,16 @@ def run_bench(corpus: Path, shapes: list[Shape], device_name: str = "auto", batc
                                                             device, cell))
         batched = max(batched, sampling_speed(sample_shape, embed_dim, vocab_size, streams, sample_length, device))
     return BenchResult(str(device), peak, batch_size, seq_len, rows, str(sample_shape), single, batched, streams)
+
+
+def _check_memory(shape: Shape, embed_dim: int, vocab_size: int, batch_size: int, seq_len: int,
+                  device: torch.device) -> None:
+    """Refuse a shape whose training cannot fit, before any of the bench runs."""
+    cfg = ModelConfig(embed_dim=embed_dim, hidden_size=shape.hidden_size, num_layers=shape.num_layers)
+    need, free = training_bytes(vocab_size, cfg, batch_size, seq_len), available_memory(device)
+    if free is not None and need > free:
+        raise UserError(f"--shapes {shape} with --batch-size {batch_size} and --seq-len {seq_len} needs about "
+                        f"{need / 2**30:,.1f} GiB to train, but {device} has {free / 2**30:,.1f} GiB free")
 
 
 def format_table(result: BenchResult) -> str:

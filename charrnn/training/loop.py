@@ -7,6 +7,7 @@ phases (log, evaluate, sample, save), then breaks or takes one training step.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from charrnn.model import Hidden, bpc
 from charrnn.training import rundir
 from charrnn.training.build import Parts, agreed_run_id, build, check_memory, report_corpus, restore, skip_dir
 from charrnn.training.distributed import World, gather_rng, setup, teardown
+from charrnn.training.lock import hold_run_dir
 from charrnn.training.metrics import MetricsLogger, NullLogger
 from charrnn.training.resume import Resume
 from charrnn.training.state import RunState
@@ -41,7 +43,7 @@ class TrainResult:
     step: int
     best_val_loss: float
     val_loss: float | None  # at the end; None when interrupted before a final evaluation
-    stopped_by: str  # max_steps, max_epochs, time_budget, SIGINT or SIGTERM
+    stopped_by: str  # max_steps, max_epochs, time_budget, or one of INTERRUPTS
     run_dir: Path
     chars_per_sec: float  # training throughput of this session, evaluation and saving excluded
 
@@ -64,7 +66,10 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
             raise UserError(f"train.precision fp16 needs CUDA; use bf16 or fp32 on {world.device}")
         check_memory(cfg, 1, cfg.train.batch_size // world.size, cfg.train.seq_len, world)  # before encoding
         echo = echo if world.is_main else (lambda s: None)
-        with StopSignals() as signals:
+        with hold_run_dir(run_dir, world, echo), StopSignals() as signals:
+            if resume is not None and resume.changed():
+                raise UserError(f"{run_dir}'s last.pt changed while this resume was starting (another trainer was "
+                                "still running); run the same command again")
             corpus = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include,
                                  exclude=cfg.data.exclude, skip_dir=skip_dir(run_dir), verify=resume is not None,
                                  progress=progress and world.is_main, check=signals.check)
@@ -148,6 +153,7 @@ class _Loop:
                 s.state.elapsed = time.monotonic() - s.wall_start
                 s.stop = s.stop or stop_reason(tc, s.state, self.epoch_windows, self.signals, world, s.eval_seconds)
                 last_step, interrupted = s.stop is not None, s.stop in INTERRUPTS
+                self.bar.disable = self.bar.disable or s.stop == "SIGHUP"  # its terminal may be gone
                 # once in a while: the train scalars (always before an evaluation or a save, to catch a NaN). A signal
                 # leaves the partial interval unlogged, so a resumed run logs exactly what an uninterrupted one does.
                 record = self._log_train(s) if s.pending and ((last_step and not interrupted) or any(
@@ -204,6 +210,8 @@ class _Loop:
             return False
         finally:
             s.eval_seconds = time.monotonic() - tick
+        if not math.isfinite(val_loss):  # the same on every process: the loss was summed over all of them
+            diverged(f"the validation loss became {val_loss} at step {s.state.step}", self.tc, self.run_dir)
         improved = val_loss < s.state.best_val_loss
         s.state.val_loss, s.state.best_val_loss = val_loss, min(val_loss, s.state.best_val_loss)
         record.update({"val/loss": val_loss, "val/bpc": bpc(val_loss)})

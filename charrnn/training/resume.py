@@ -20,6 +20,11 @@ class Resume:
     checkpoint: RunCheckpoint
     state: RunState
     config: Config
+    stamp: tuple[int, int, int]  # last.pt's inode, size and mtime when it was read
+
+    def changed(self) -> bool:
+        """Whether last.pt was replaced since it was read (by a trainer that was still running then)."""
+        return _stamp(self.checkpoint.path) != self.stamp
 
 
 def open_resume(run_dir: Path, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None) -> Resume:
@@ -30,10 +35,19 @@ def open_resume(run_dir: Path, overrides: Sequence[str] = (), values: Mapping[st
     path = checkpoint_dir(run_dir) / LAST
     if not path.is_file():
         raise UserError(f"nothing to resume in {run_dir}: no checkpoints/{LAST}")
+    stamp = _stamp(path)
     saved = load_run(path)
     cfg = saved.config.with_overrides(overrides, values)
     check_resumable(saved.config, cfg)
-    return Resume(saved, RunState.from_dict(saved.run, saved.path), cfg)
+    return Resume(saved, RunState.from_dict(saved.run, saved.path), cfg, stamp)
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def run_config(run_dir: Path | None, *, resume: bool, config: Path | Config | None = None,

@@ -1,6 +1,7 @@
 """A run directory's layout, and the rules that keep a user's files safe in it.
 
     RUN_DIR/
+      .lock                  held by the trainer for the whole run (see `charrnn.training.lock`)
       run.json               the run's identity: resume refuses checkpoints written by another run
       config.toml            the resolved config
       checkpoints/last.pt    the latest state, written every train.checkpoint_every steps and at the end

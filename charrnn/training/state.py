@@ -35,7 +35,7 @@ class RunState:
         """The state a checkpoint at `path` holds; a malformed one is a one-line error."""
         try:
             state = cls(**run)
+            state.hidden = tuple(state.hidden)
         except TypeError:
             raise UserError(f"{path} is a damaged charrnn checkpoint: its run state is malformed") from None
-        state.hidden = tuple(state.hidden)
         return state

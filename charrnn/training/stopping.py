@@ -1,7 +1,8 @@
 """When a run stops: its step and epoch limits, its time budget, and signals, agreed on by every process.
 
-Ctrl-C and SIGTERM are a request to stop cleanly: long operations poll it and give up within a
-moment, and the run saves before it exits.
+Ctrl-C (SIGINT), SIGTERM and SIGHUP (a closed terminal, a dropped ssh session) are a request to
+stop cleanly: long operations poll it and give up within a moment, and the run saves before it
+exits. A second Ctrl-C aborts at once, without saving.
 """
 
 from __future__ import annotations
@@ -15,17 +16,17 @@ from charrnn.config import TrainConfig
 from charrnn.training.distributed import World
 from charrnn.training.state import RunState
 
-INTERRUPTS = ("SIGINT", "SIGTERM")  # the signals that stop a run, which saves first
+INTERRUPTS = ("SIGINT", "SIGTERM", "SIGHUP")  # the signals that stop a run, which saves first
 # Why a run stops, as codes that processes can agree on with one all-reduce (MAX): signals win.
-STOP_CODES: list[str | None] = [None, "max_steps", "max_epochs", "time_budget", "SIGTERM", "SIGINT"]
+STOP_CODES: list[str | None] = [None, "max_steps", "max_epochs", "time_budget", "SIGHUP", "SIGTERM", "SIGINT"]
 
 
 class Stopped(Exception):
-    """A long operation gave up because SIGINT or SIGTERM arrived; the argument is the signal's name."""
+    """A long operation gave up because one of INTERRUPTS arrived; the argument is the signal's name."""
 
 
 class StopSignals:
-    """The first SIGINT/SIGTERM asks the run to stop; a second SIGINT aborts at once."""
+    """The first of INTERRUPTS asks the run to stop; a second SIGINT aborts at once."""
 
     def __init__(self) -> None:
         self.received: str | None = None
@@ -43,7 +44,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread: leave signals alone
             pass
@@ -72,7 +73,8 @@ def stop_reason(tc: TrainConfig, state: RunState, epoch_windows: int, signals: S
     # Clocks and signals differ between processes: with several, they count only at log steps, agreed on by all.
     if world.enabled and state.step % tc.log_every:
         return None
-    over_budget = tc.time_budget and state.elapsed + eval_reserve >= tc.time_budget  # keep time for the final eval
+    # Keep time for the final evaluation; a run takes its first step whatever the budget, so it always has a model.
+    over_budget = tc.time_budget and state.step > 0 and state.elapsed + eval_reserve >= tc.time_budget
     reason = signals.received or ("time_budget" if over_budget else None)
     return STOP_CODES[world.agree(STOP_CODES.index(reason))]
 
