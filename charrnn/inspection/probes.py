@@ -19,6 +19,8 @@ a whole number. The built-in probes:
   of `/*`) to the last character before the line's newline, or through the `*` of `*/`. Markers
   are found anywhere, inside string literals too, and `//` is taken for a comment even in Python.
 
+The code probes, in_string, in_if and if_body_depth, are defined in `charrnn.inspection.code`.
+
 A user probe `NAME=REGEX` is binary: 1 on every character inside a match of the regex (Python's
 `re` syntax, searched over the whole text; empty matches mark nothing).
 
@@ -27,7 +29,9 @@ well its value separates or follows the probe: a sign-free AUROC, max(AUC, 1 - A
 probe, and |Spearman's rho| for a counter. Both depend only on the order of the values, so a cell
 scores the same whatever its scale, offset or sign. The best cell is chosen on the first half of
 the text and its score reported on the second half, so that taking the maximum over thousands of
-cells does not flatter it.
+cells does not flatter it. The same selection and score on a randomly initialised model of the
+same shape is the control: what the architecture and the current character give for free. The
+evidence of a cell is the margin, score - control, and results are shown sorted by it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 
 from charrnn.errors import UserError
 from charrnn.inspection.activations import Activations
+from charrnn.inspection.code import if_body_depth, in_if, in_string
 
 BINARY, COUNTER = "binary", "counter"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -65,12 +70,18 @@ class Result:
     control: float | None = None  # the same selection and score on a randomly initialised model
     note: str = ""  # why a score is undefined
 
+    @property
+    def margin(self) -> float | None:
+        """score - control: how much better than the current character alone predicts it (see docs/visualize.md)."""
+        return None if self.score is None or self.control is None else self.score - self.control
+
     def to_dict(self) -> dict[str, object]:
         def rounded(x: float | None) -> float | None:
             return None if x is None else round(x, 4)
 
         return {"name": self.name, "kind": self.kind, "layer": self.layer, "cell": self.cell, "signal": self.signal,
-                "score": rounded(self.score), "control": rounded(self.control), "note": self.note or None}
+                "score": rounded(self.score), "control": rounded(self.control), "margin": rounded(self.margin),
+                "note": self.note or None}
 
 
 def in_quote(text: str) -> np.ndarray:
@@ -150,7 +161,7 @@ def parse_probe(spec: str) -> tuple[str, re.Pattern[str]]:
     name, sep, pattern = spec.partition("=")
     if not sep or not _NAME.fullmatch(name):
         raise UserError(f"{spec!r} is not NAME=REGEX, with NAME a word such as in_if")
-    if name in BUILTIN:
+    if name in BUILTIN or name in CODE:
         raise UserError(f"{spec!r}: {name} is a built-in probe; choose another name")
     try:
         return name, re.compile(pattern)
@@ -166,9 +177,17 @@ def regex_values(pattern: re.Pattern[str], text: str) -> np.ndarray:
     return out
 
 
-def make_probes(text: str, user: dict[str, re.Pattern[str]] | None = None) -> list[Probe]:
-    """The built-in probes, then the user's regex probes, evaluated on `text`."""
+CODE: dict[str, tuple[str, Callable[[str, str | None], np.ndarray]]] = {
+    "in_string": (BINARY, in_string),
+    "in_if": (BINARY, in_if),
+    "if_body_depth": (COUNTER, if_body_depth),
+}
+
+
+def make_probes(text: str, user: dict[str, re.Pattern[str]] | None = None, language: str | None = None) -> list[Probe]:
+    """The built-in probes (the code probes read `text` as `language`), then the user's regex probes."""
     probes = [Probe(name, kind, fn(text)) for name, (kind, fn) in BUILTIN.items()]
+    probes += [Probe(name, kind, fn(text, language)) for name, (kind, fn) in CODE.items()]
     return probes + [Probe(name, BINARY, regex_values(pattern, text)) for name, pattern in (user or {}).items()]
 
 

@@ -22,6 +22,7 @@ from charrnn.data.encoding import load_model_and_text
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
 from charrnn.inspection.activations import Activations, record
+from charrnn.inspection.code import language_of
 from charrnn.inspection.probes import Probe, Result, make_probes, rank_probes
 from charrnn.model import CharRNN, Hidden
 from charrnn.vocab import Vocab
@@ -29,6 +30,7 @@ from charrnn.vocab import Vocab
 DEFAULT_CHARS = 20_000
 WARMUP_CHARS = 1_000  # characters before --offset read first, so the page does not open on a blank state
 CONTROL_SEED = 0
+GUESS_CHARS = 100_000  # characters of the file that a guess of its language reads
 
 
 @dataclass(frozen=True)
@@ -46,34 +48,50 @@ class Visualization:
     start: Hidden | None  # the state before the text's first character (None: blank)
     acts: Activations
     surprisal: np.ndarray  # (T,) bits: -log2 p of each character given the ones before; NaN for the first, cold
-    probes: list[Probe]
+    language: str | None  # how the code probes read the text: 'python', 'c', or None for prose
+    probes: list[Probe]  # in the order of `results`: largest margin first
     results: list[Result]
 
 
 def visualize(checkpoint: Path, text_file: Path, *, chars: int = DEFAULT_CHARS, offset: int = 0,
-              device: str = "auto", user_probes: dict[str, re.Pattern[str]] | None = None) -> Visualization:
+              device: str = "auto", user_probes: dict[str, re.Pattern[str]] | None = None,
+              language: str | None = None) -> Visualization:
     """Run the checkpoint and a random-init control over `chars` characters of `text_file` from `offset`.
 
     The offset counts characters the model knows: those outside its vocabulary are left out first.
+    `language` ('python' or 'c') is how the code probes read the text; by default the file's name says.
     """
     if chars < 1:
         raise UserError(f"--chars must be >= 1, got {chars}")
     if offset < 0:
         raise UserError(f"--offset must be >= 0, got {offset}")
+    chars, offset = min(chars, 2**62), min(offset, 2**62)  # numpy indexes with 64-bit integers; no text is longer
     found = load_model_and_text(checkpoint, text_file, resolve_device(device), min_chars=1, purpose="visualize")
     loaded, ids, skipped = found.loaded, found.ids, found.skipped
     if offset >= len(ids):
         raise UserError(f"--offset {offset:,} is past the end of {text_file} ({len(ids):,} characters the model knows)")
     prefix, window = ids[max(0, offset - WARMUP_CHARS) : offset], ids[offset : offset + chars]
     state, first = _warm(loaded.model, prefix)
-    acts = record(loaded.model, window, state)
-    control_model = _control(loaded.model)
-    control = record(control_model, window, _warm(control_model, prefix)[0], dtype=np.float16)  # half the memory
     text = loaded.vocab.decode(window.tolist())
-    probes = make_probes(text, user_probes)
-    results = rank_probes(acts, probes, control)
+    sample = text if len(text) >= GUESS_CHARS else loaded.vocab.decode(ids[:GUESS_CHARS].tolist())
+    language = language_of(text_file, sample, language)  # guessed from more of the file than a short window
+    acts, probes, results = probe_text(loaded.model, window, text, language, user_probes, prefix)
     return Visualization(loaded.path, Path(text_file), loaded.model, loaded.vocab, text, window, offset, skipped,
-                         state, acts, _surprisal(acts.probs, window, first), probes, results)
+                         state, acts, _surprisal(acts.probs, window, first), language, probes, results)
+
+
+def probe_text(model: CharRNN, ids: np.ndarray, text: str, language: str | None,
+               user_probes: dict[str, re.Pattern[str]] | None = None,
+               prefix: np.ndarray | None = None) -> tuple[Activations, list[Probe], list[Result]]:
+    """The model's activations over `text` (its `ids`, read after `prefix`), and every probe's ranking beside
+    the random-init control's, largest margin first."""
+    prefix = np.zeros(0, np.int64) if prefix is None else prefix
+    acts = record(model, ids, _warm(model, prefix)[0])
+    control_model = _control(model)
+    control = record(control_model, ids, _warm(control_model, prefix)[0], dtype=np.float16)  # half the memory
+    probes = make_probes(text, user_probes, language)
+    probes, results = by_margin(probes, rank_probes(acts, probes, control))
+    return acts, probes, results
 
 
 @torch.no_grad()
@@ -104,6 +122,18 @@ def _surprisal(probs: np.ndarray, ids: np.ndarray, first: np.ndarray | None) -> 
     return out
 
 
+def by_margin(probes: list[Probe], results: list[Result]) -> tuple[list[Probe], list[Result]]:
+    """Probes and their results, largest margin first; those without a control, then the undefined, last."""
+    def key(pair: tuple[Probe, Result]) -> tuple[int, float]:
+        result = pair[1]
+        if result.margin is not None:
+            return 0, -result.margin
+        return (1, -result.score) if result.score is not None else (2, 0.0)
+
+    pairs = sorted(zip(probes, results, strict=True), key=key)
+    return [p for p, _ in pairs], [r for _, r in pairs]
+
+
 def default_out(checkpoint: Path) -> Path:
     """visualize.html in the run dir: the one given, or the one holding the checkpoint file."""
     path = resolve(checkpoint)
@@ -114,19 +144,23 @@ def default_out(checkpoint: Path) -> Path:
 def ranking(vis: Visualization) -> dict[str, object]:
     """What `--json` writes: each probe's held-out score and control, and what was read."""
     return {"probes": [r.to_dict() for r in vis.results], "chars": len(vis.text), "offset": vis.offset,
-            "skipped": vis.skipped, "bpc": mean_bits(vis.surprisal), "checkpoint": str(vis.checkpoint),
+            "skipped": vis.skipped, "bpc": mean_bits(vis.surprisal), "language": vis.language,
+            "checkpoint": str(vis.checkpoint),
             "text_file": str(vis.text_file)}
 
 
 def format_table(results: list[Result]) -> list[str]:
     """The ranking as aligned text lines, a header first."""
-    lines = [f"{'probe':<16}{'kind':<9}{'layer':>5}{'cell':>6}  {'signal':<8}{'score':>7}{'control':>9}"]
+    lines = [f"{'probe':<16}{'kind':<9}{'layer':>5}{'cell':>6}  {'signal':<8}{'score':>7}{'control':>9}"
+             f"{'margin':>8}"]
     for r in results:
         if r.score is None:
-            lines.append(f"{r.name:<16}{r.kind:<9}{'-':>5}{'-':>6}  {'-':<8}{'-':>7}{'-':>9}  ({r.note})")
+            lines.append(f"{r.name:<16}{r.kind:<9}{'-':>5}{'-':>6}  {'-':<8}{'-':>7}{'-':>9}{'-':>8}  ({r.note})")
             continue
         control = "-" if r.control is None else f"{r.control:.3f}"
-        lines.append(f"{r.name:<16}{r.kind:<9}{r.layer:>5}{r.cell:>6}  {r.signal:<8}{r.score:>7.3f}{control:>9}")
+        margin = "-" if r.margin is None else f"{r.margin:+.3f}"
+        lines.append(f"{r.name:<16}{r.kind:<9}{r.layer:>5}{r.cell:>6}  {r.signal:<8}{r.score:>7.3f}{control:>9}"
+                     f"{margin:>8}")
     return lines
 
 
