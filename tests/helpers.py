@@ -1,7 +1,8 @@
-"""Helpers shared by the tests: paths, the CLI in a subprocess, and checkpoint shortcuts."""
+"""Helpers shared by the tests: paths, the CLI in a subprocess, checkpoint shortcuts and the one tiny-model factory."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -10,7 +11,8 @@ from pathlib import Path
 import torch
 
 from charrnn.checkpoint import RunCheckpoint, load_run
-from charrnn.config import ModelConfig
+from charrnn.config import Config, ModelConfig, load_config
+from charrnn.data.encoding import Corpus
 from charrnn.model import CharRNN
 from charrnn.training.loop import TrainResult, train
 from charrnn.training.resume import open_resume
@@ -19,6 +21,11 @@ from charrnn.training.state import RunState
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TINY_CONFIG = ROOT / "configs" / "tiny.toml"
+# A 2 x 32 LSTM that trains 40 steps on the corpus_file fixture in a few seconds, evaluating and saving every 10.
+FAST = ["model.embed_dim=16", "model.hidden_size=32", "model.num_layers=2", "train.batch_size=16",
+        "train.seq_len=64", "train.lr=1e-2", "train.warmup_steps=5", "train.max_steps=40", "train.eval_every=10",
+        "train.checkpoint_every=10", "train.sample_every=20", "train.sample_length=40", "train.log_every=5",
+        "train.device='cpu'", "model.dropout=0.1"]
 
 
 def run_cli(*args: object, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -29,6 +36,21 @@ def run_cli(*args: object, check: bool = True, **kwargs) -> subprocess.Completed
         raise AssertionError(f"charrnn {' '.join(map(str, args))} exited {result.returncode}:\n"
                              f"{result.stderr.decode(errors='replace')}")
     return result
+
+
+def fast_config(corpus: Path, *extra: str) -> Config:
+    """FAST on `corpus`, with `extra` overrides after it."""
+    return load_config(None, [*FAST, f"data.path='{corpus}'", *extra])
+
+
+def steps_logged(run_dir: Path) -> list[int]:
+    """The steps of metrics.jsonl's records, in order."""
+    return [json.loads(line)["step"] for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def text_of(corpus: Corpus) -> str:
+    """A loaded corpus as text again: its ids decoded."""
+    return corpus.vocab.decode(corpus.ids.tolist())
 
 
 def read_run(path: Path) -> RunCheckpoint:
@@ -48,10 +70,21 @@ def resume(run_dir: Path, overrides: tuple[str, ...] | list[str] = (), **kwargs)
     return train(found.config, run_dir, resume=found, **kwargs)
 
 
-def random_model(vocab_size: int, cell: str = "lstm", seed: int = 0, sharpness: float = 1.0) -> CharRNN:
-    """An untrained 2 x 32 model in eval mode; `sharpness` scales the head so its predictions are confident."""
+def random_model(vocab_size: int, cell: str = "lstm", *, seed: int = 0, embed_dim: int = 8, hidden_size: int = 32,
+                 num_layers: int = 2, dropout: float = 0.0, embed_dropout: float = 0.0, jitter: float = 0.0,
+                 sharpness: float = 1.0, training: bool = False) -> CharRNN:
+    """The tests' one tiny-model factory: an untrained CharRNN (2 x 32 unless told), built after seeding torch.
+
+    `jitter` adds that much Gaussian noise to every parameter (GRU and RNN biases start at zero: with it, every
+    weight counts); `sharpness` scales the head so that the predictions are confident. In eval mode unless `training`.
+    """
     torch.manual_seed(seed)
-    model = CharRNN(vocab_size, ModelConfig(cell=cell, embed_dim=8, hidden_size=32, num_layers=2)).eval()
+    cfg = ModelConfig(cell=cell, embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
+                      embed_dropout=embed_dropout)
+    model = CharRNN(vocab_size, cfg).train(training)
     with torch.no_grad():
+        if jitter:
+            for param in model.parameters():
+                param.add_(jitter * torch.randn_like(param))
         model.head.weight.mul_(sharpness)
     return model

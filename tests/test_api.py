@@ -1,3 +1,5 @@
+"""The Python API: import cost, load, generate / stream / score, activations, train, and its parity with the CLI."""
+
 import json
 import math
 import os
@@ -38,16 +40,20 @@ def test_import_charrnn_is_cheap_and_exports_only_the_api():
 
 
 def test_load_gives_the_module_vocab_and_config(model, tiny_run):
-    assert isinstance(model.model, CharRNN) and not model.model.training
-    assert model.config.model.hidden_size == 64 and model.config.train.max_steps == 30  # configs/tiny.toml
-    assert "\n" in model.vocab.chars and model.vocab.size == model.model.vocab_size
+    assert isinstance(model.model, CharRNN)
+    assert not model.model.training
+    assert model.config.model.hidden_size == 64
+    assert model.config.train.max_steps == 30  # configs/tiny.toml
+    assert "\n" in model.vocab.chars
+    assert model.vocab.size == model.model.vocab_size
     assert model.path == tiny_run / "checkpoints" / "best.pt"
     assert "lstm 2x64" in repr(model)
 
 
 def test_generate_is_reproducible_with_a_seed_and_stream_yields_the_same_characters(model):
     text = model.generate("def ", length=80, temperature=0.8, seed=3)
-    assert len(text) == 80 and text == model.generate("def ", length=80, temperature=0.8, seed=3)
+    assert len(text) == 80
+    assert text == model.generate("def ", length=80, temperature=0.8, seed=3)
     assert text != model.generate("def ", length=80, temperature=0.8, seed=4)
     assert list(model.stream("def ", length=80, temperature=0.8, seed=3)) == list(text)
     assert model.generate("def ", 0) == ""
@@ -70,7 +76,9 @@ def test_bad_options_fail_at_the_call_before_any_character(model):
 
 def test_generate_many_gives_independent_samples(model):
     texts = model.generate_many(4, "def ", 40, seed=0)
-    assert len(texts) == 4 and all(len(t) == 40 for t in texts) and len(set(texts)) > 1
+    assert len(texts) == 4
+    assert all(len(t) == 40 for t in texts)
+    assert len(set(texts)) > 1
 
 
 def reference_loss(model: CharModel, text: str, context: str) -> float:
@@ -115,14 +123,15 @@ def test_score_refuses_empty_and_unknown_text(model):
 
 
 def test_score_leaves_a_training_model_in_training_mode():
-    m = CharModel(random_model(5).train(), Vocab("abcde"), Config())
+    m = CharModel(random_model(5, training=True), Vocab("abcde"), Config())
     m.score("abcabc")
     assert m.model.training
 
 
 def test_activations_are_recorded_over_the_text(model):
     acts = model.activations("def f(x):")
-    assert acts.cell == "lstm" and acts.probs.shape == (9, model.vocab.size)
+    assert acts.cell == "lstm"
+    assert acts.probs.shape == (9, model.vocab.size)
     assert acts.signals["h"].shape == (2, 9, 64)
     ids = torch.tensor([model.vocab.encode("def f(x):")])
     with torch.no_grad():
@@ -134,7 +143,9 @@ def test_fit_trains_a_run_that_load_reads(tmp_path, corpus_file):
     result = charrnn.fit(corpus_file, tmp_path / "run", TINY_CONFIG, progress=False, echo=lambda s: None,
                          max_steps=4, eval_every=4, checkpoint_every=4, sample_every=0, eval_chars=2000,
                          hidden_size=32, device="cpu", **{"train.lr": 5e-3})
-    assert result.step == 4 and result.stopped_by == "max_steps" and not result.interrupted
+    assert result.step == 4
+    assert result.stopped_by == "max_steps"
+    assert not result.interrupted
     m = charrnn.load(tmp_path / "run", device="cpu")
     assert (m.config.model.hidden_size, m.config.train.lr, m.config.model.num_layers) == (32, 5e-3, 2)
     assert m.config.data.path == os.path.abspath(corpus_file)
@@ -159,14 +170,16 @@ def test_prime_file_primes_like_the_same_prime_on_the_command_line(tiny_run, tmp
     path.write_bytes(b"\xef\xbb\xbfdef wrap(text):\r\n    ")  # a BOM and CRLF, normalised as the corpus was
     from_file = run_cli("sample", tiny_run, "--prime-file", path, "-n", 50, "--seed", 1).stdout
     inline = run_cli("sample", tiny_run, "--prime", "def wrap(text):\n    ", "-n", 50, "--seed", 1).stdout
-    assert from_file == inline and from_file.startswith(b"def wrap(text):\n    ")
+    assert from_file == inline
+    assert from_file.startswith(b"def wrap(text):\n    ")
 
 
 def test_prime_file_characters_outside_the_vocabulary_are_skipped_and_counted(tiny_run, tmp_path):
     path = tmp_path / "prime.txt"
     path.write_text("日本def ", encoding="utf-8")
     result = run_cli("sample", tiny_run, "--prime-file", path, "-n", 5, "--seed", 1)
-    assert result.stdout.startswith(b"def ") and b"skipped 2 characters" in result.stderr
+    assert result.stdout.startswith(b"def ")
+    assert b"skipped 2 characters" in result.stderr
 
 
 @pytest.mark.parametrize("make, message", [
@@ -177,16 +190,21 @@ def test_prime_file_characters_outside_the_vocabulary_are_skipped_and_counted(ti
 def test_bad_prime_files_fail_in_one_line(tiny_run, tmp_path, make, message):
     result = CliRunner().invoke(main, ["sample", str(tiny_run), "--prime-file", str(make(tmp_path))])
     lines = result.output.strip().splitlines()
-    assert result.exit_code == 1 and len(lines) == 1 and message in lines[0] and lines[0].startswith("Error: ")
+    assert result.exit_code == 1
+    assert len(lines) == 1
+    assert message in lines[0]
+    assert lines[0].startswith("Error: ")
 
 
 def test_a_fifo_as_prime_file_is_refused_without_blocking(tiny_run, tmp_path):
     os.mkfifo(tmp_path / "fifo")  # opening it would wait for a writer forever
     result = run_cli("sample", tiny_run, "--prime-file", tmp_path / "fifo", check=False, timeout=60)
     message = f"Error: file {tmp_path / 'fifo'} is not a regular file"
-    assert result.returncode == 1 and result.stderr.decode().strip() == message
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == message
 
 
 def test_prime_and_prime_file_together_are_refused(tiny_run, tmp_path):
     result = CliRunner().invoke(main, ["sample", str(tiny_run), "--prime", "a", "--prime-file", str(tmp_path)])
-    assert result.exit_code == 1 and "--prime-file cannot be combined with --prime" in result.output
+    assert result.exit_code == 1
+    assert "--prime-file cannot be combined with --prime" in result.output

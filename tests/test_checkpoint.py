@@ -1,4 +1,7 @@
+"""The checkpoint format: round trips, inference loading, format 1, refusing pickles and damaged files."""
+
 import os
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -11,14 +14,14 @@ from charrnn.model import CharRNN
 from charrnn.training.optim import make_optimizer
 from charrnn.training.state import RunState
 from charrnn.vocab import Vocab
+from tests.helpers import random_model
 
 VOCAB = Vocab("\nabc")
 CONFIG = load_config(None, ["model.embed_dim=4", "model.hidden_size=8", "model.num_layers=1"])
 
 
 def save(path, value: float = 0.0, step: int = 7) -> CharRNN:
-    torch.manual_seed(0)
-    model = CharRNN(VOCAB.size, CONFIG.model)
+    model = random_model(VOCAB.size, **asdict(CONFIG.model), training=True)
     optimizer = make_optimizer(model, CONFIG.train, torch.device("cpu"))
     model(torch.zeros(1, 3, dtype=torch.long))[0].sum().backward()
     optimizer.step()  # so that the optimizer has state to save
@@ -34,11 +37,13 @@ def save(path, value: float = 0.0, step: int = 7) -> CharRNN:
 def test_round_trip_restores_the_run(tmp_path):
     model = save(tmp_path / "c.pt", 2.0)
     saved = load_run(tmp_path / "c.pt")
-    assert saved.config == CONFIG and saved.vocab == VOCAB
+    assert saved.config == CONFIG
+    assert saved.vocab == VOCAB
     assert saved.run["step"] == 7
     assert saved.run["run_id"] == "run-1"
     assert saved.run["rng"][0]["python"] == (3, (1, 2), None)
-    assert torch.equal(saved.run["hidden"][0], torch.ones(1, 2, 8)) and saved.optimizer["state"]
+    assert torch.equal(saved.run["hidden"][0], torch.ones(1, 2, 8))
+    assert saved.optimizer["state"]
     assert all(torch.equal(saved.model[k], v) for k, v in model.state_dict().items())
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp files left behind
 
@@ -50,8 +55,10 @@ def test_inference_loading_gives_an_eval_model_and_never_reads_the_optimizer(tmp
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or real_load(*a, **k))
     loaded = load_model(tmp_path / "c.pt")
     assert calls == [{"map_location": "cpu", "weights_only": True, "mmap": True}]  # mapped, not read
-    assert not loaded.model.training and torch.equal(loaded.model.head.bias, torch.full((4,), 2.0))
-    assert loaded.run["best_val_loss"] == 1.25 and loaded.config == CONFIG
+    assert not loaded.model.training
+    assert torch.equal(loaded.model.head.bias, torch.full((4,), 2.0))
+    assert loaded.run["best_val_loss"] == 1.25
+    assert loaded.config == CONFIG
 
 
 def test_format_1_checkpoints_still_load(tmp_path):
@@ -61,7 +68,9 @@ def test_format_1_checkpoints_still_load(tmp_path):
     old["format_version"] = 1
     torch.save(old, tmp_path / "old.pt")
     saved = load_run(tmp_path / "old.pt")
-    assert saved.run["step"] == 7 and saved.run["run_id"] == "" and saved.run["best_val_loss"] == 1.25
+    assert saved.run["step"] == 7
+    assert saved.run["run_id"] == ""
+    assert saved.run["best_val_loss"] == 1.25
     assert load_model(tmp_path / "old.pt").vocab == VOCAB
 
 
@@ -152,11 +161,13 @@ def test_periodic_checkpoints_keep_only_the_newest(tmp_path):
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step-00000030.pt", "step-00000040.pt"]
     assert load_run(tmp_path / "checkpoints" / names[-1]).run["step"] == 40
-    assert checkpoint.is_periodic("step-00000030.pt") and not checkpoint.is_periodic("step-1.pt.bak")
+    assert checkpoint.is_periodic("step-00000030.pt")
+    assert not checkpoint.is_periodic("step-1.pt.bak")
 
 
 def test_describe_names_the_cell_and_progress(tmp_path):
     save(tmp_path / "c.pt")
     text = "\n".join(checkpoint.describe(tmp_path / "c.pt"))
-    assert "cell:        lstm (1 x 8)" in text and "step:        7 (epoch 1, window 2)" in text
+    assert "cell:        lstm (1 x 8)" in text
+    assert "step:        7 (epoch 1, window 2)" in text
     assert "best val:    1.2500 nats/char" in text

@@ -20,7 +20,8 @@ def one_line_error(result) -> str:
     assert result.returncode if hasattr(result, "returncode") else result.exit_code
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: "), err
     return lines[0]
 
 
@@ -38,7 +39,9 @@ def test_train_writes_the_run_dir(tiny_run):
 def test_sample_is_reproducible_with_a_seed(tiny_run):
     args = ("sample", tiny_run, "--length", 80, "--seed", 3, "--prime", "def ")
     first, second = run_cli(*args).stdout, run_cli(*args).stdout
-    assert first == second and first.startswith(b"def ") and len(first.decode()) == 4 + 80 + 1
+    assert first == second
+    assert first.startswith(b"def ")
+    assert len(first.decode()) == 4 + 80 + 1
     other = run_cli("sample", tiny_run, "--length", 80, "--seed", 4, "--prime", "def ").stdout
     assert other != first
 
@@ -54,9 +57,13 @@ def test_eval_json_and_text(tiny_run, corpus_file):
     data = json.loads(run_cli("eval", tiny_run, corpus_file, "--json").stdout)
     assert set(data) == {"loss", "bpc", "chars", "skipped"}
     assert data["bpc"] == pytest.approx(data["loss"] / 0.6931471805599453)
-    assert 0 < data["loss"] < 5 and data["chars"] > 15_000 and data["skipped"] == 0
+    assert 0 < data["loss"] < 5
+    assert data["chars"] > 15_000
+    assert data["skipped"] == 0
     text = cli("eval", tiny_run, corpus_file)
-    assert text.exit_code == 0 and "nats/char" in text.stdout and "bpc" in text.stdout
+    assert text.exit_code == 0
+    assert "nats/char" in text.stdout
+    assert "bpc" in text.stdout
 
 
 def test_eval_skips_and_counts_unknown_characters(tiny_run, tmp_path):
@@ -121,7 +128,8 @@ def test_cuda_on_a_machine_without_it(tmp_path, tiny_run, corpus_file):
     line = one_line_error(cli("sample", tiny_run, "--device", "cuda"))
     assert "CUDA is not available on this machine" in line
     line = one_line_error(cli("train", corpus_file, "--run-dir", tmp_path / "r", "--device", "cuda"))
-    assert "CUDA is not available" in line and not (tmp_path / "r").exists()
+    assert "CUDA is not available" in line
+    assert not (tmp_path / "r").exists()
 
 
 def test_refuses_a_pickled_object_checkpoint(tmp_path):
@@ -154,7 +162,9 @@ def test_raw_bytes_corpus_trains_and_samples_bytes(tmp_path):
 def test_binary_file_without_bytes_encoding_is_refused(tmp_path):
     (tmp_path / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
     line = one_line_error(cli("train", tmp_path / "blob.bin", "--run-dir", tmp_path / "r"))
-    assert "NUL bytes" in line and "--encoding bytes" in line and not (tmp_path / "r").exists()
+    assert "NUL bytes" in line
+    assert "--encoding bytes" in line
+    assert not (tmp_path / "r").exists()
 
 
 def hostile(tmp: Path) -> dict:
@@ -198,7 +208,8 @@ def test_an_undecodable_corpus_path_is_one_clear_line(tmp_path):
     path = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.txt")
     Path(path).write_text("some text\n" * 50)
     line = one_line_error(cli("train", path, "--run-dir", tmp_path / "r"))
-    assert "is not valid UTF-8" in line and not (tmp_path / "r").exists()
+    assert "is not valid UTF-8" in line
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow  # the TOML round trip of such paths is tested fast in test_config
@@ -221,12 +232,14 @@ def test_full_or_closed_output_streams(tmp_path, tiny_run, corpus_file):
     with open("/dev/full", "wb") as full:
         result = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(tiny_run), "-n", "5000"], cwd=ROOT,
                                 stdout=full, stderr=subprocess.PIPE)
-        assert result.returncode == 1 and b"No space left on device" in result.stderr
+        assert result.returncode == 1
+        assert b"No space left on device" in result.stderr
         assert b"Traceback" not in result.stderr
         trained = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus_file), "--run-dir",
                                   str(tmp_path / "r"), "--config", str(TINY_CONFIG), "--device", "cpu",
                                   "--max-steps", "5"], stderr=full, stdout=subprocess.DEVNULL, cwd=ROOT)
-    assert trained.returncode == 0 and (tmp_path / "r" / "checkpoints" / "last.pt").exists()
+    assert trained.returncode == 0
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").exists()
 
 
 def test_a_tiny_temperature_is_greedy_not_nan(tiny_run):

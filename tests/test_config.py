@@ -1,3 +1,5 @@
+"""The config: defaults, shipped presets, overrides and their errors, TOML on Python 3.10, the docs reference."""
+
 import importlib.util
 import sys
 import types
@@ -28,9 +30,12 @@ def test_shipped_configs_load(name):
 def test_overrides_parse_toml_values_and_bare_strings():
     cfg = load_config(None, ["train.lr=3e-3", "model.num_layers=3", "train.device=cuda:1", "data.path='a b'",
                              "train.max_epochs=2"])
-    assert cfg.train.lr == 3e-3 and cfg.model.num_layers == 3
-    assert cfg.train.device == "cuda:1" and cfg.data.path == "a b"
-    assert cfg.train.max_epochs == 2.0 and isinstance(cfg.train.max_epochs, float)
+    assert cfg.train.lr == 3e-3
+    assert cfg.model.num_layers == 3
+    assert cfg.train.device == "cuda:1"
+    assert cfg.data.path == "a b"
+    assert cfg.train.max_epochs == 2.0
+    assert isinstance(cfg.train.max_epochs, float)
 
 
 def test_config_is_frozen():
@@ -88,7 +93,8 @@ def test_python_3_10_reads_toml_with_tomli(monkeypatch):
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    assert module.tomllib is fake and module.load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3
+    assert module.tomllib is fake
+    assert module.load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3
 
 
 def test_pyproject_asks_for_tomli_on_python_3_10():
@@ -98,7 +104,9 @@ def test_pyproject_asks_for_tomli_on_python_3_10():
 
 def test_list_values_and_python_values_override():
     cfg = load_config(None, ["data.include=['*.c', '*.h']"], {"data.exclude": ("tests/*",), "train.seed": 3})
-    assert cfg.data.include == ("*.c", "*.h") and cfg.data.exclude == ("tests/*",) and cfg.train.seed == 3
+    assert cfg.data.include == ("*.c", "*.h")
+    assert cfg.data.exclude == ("tests/*",)
+    assert cfg.train.seed == 3
     with pytest.raises(UserError, match="data.include must be a list of strings"):
         load_config(None, ["data.include=3"])
 

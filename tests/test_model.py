@@ -1,18 +1,16 @@
+"""CharRNN: shapes, initialisation, the carried state, every cell, dropout, the loss in nats and in bits."""
+
+import math
+
 import pytest
 import torch
 
-from charrnn.config import ModelConfig
-from charrnn.generation.stepper import Stepper
-from charrnn.model import CharRNN, cross_entropy, parameter_count
-
-
-def make(vocab=20, **kw) -> CharRNN:
-    torch.manual_seed(0)
-    return CharRNN(vocab, ModelConfig(**{"embed_dim": 8, "hidden_size": 16, "num_layers": 2, **kw}))
+from charrnn.model import bpc, cross_entropy, detach, eval_mode, parameter_count
+from tests.helpers import random_model
 
 
 def test_shapes():
-    model = make()
+    model = random_model(20, hidden_size=16)
     logits, (h, c) = model(torch.randint(0, 20, (3, 7)))
     assert logits.shape == (3, 7, 20)
     assert h.shape == c.shape == (2, 3, 16)
@@ -20,7 +18,7 @@ def test_shapes():
 
 
 def test_forget_gate_bias_starts_at_one():
-    model = make()
+    model = random_model(20, hidden_size=16)
     size = 16
     for layer in range(2):
         total = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
@@ -28,7 +26,7 @@ def test_forget_gate_bias_starts_at_one():
 
 
 def test_carried_state_makes_two_windows_equal_one():
-    model = make().eval()
+    model = random_model(20, hidden_size=16)
     ids = torch.randint(0, 20, (4, 12))
     whole, hidden_whole = model(ids)
     first, hidden = model(ids[:, :6])
@@ -37,20 +35,9 @@ def test_carried_state_makes_two_windows_equal_one():
     torch.testing.assert_close(hidden[1], hidden_whole[1])
 
 
-def test_stepper_matches_the_fused_lstm():
-    model = make(num_layers=3).eval()
-    ids = torch.randint(0, 20, (2, 9))
-    expected, _ = model(ids)
-    step = Stepper(model)
-    h, c = model.init_hidden(2)
-    state = (list(h.unbind(0)), list(c.unbind(0)))
-    got = torch.stack([step(ids[:, t], state) for t in range(9)], dim=1)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-
-
 def test_overfits_a_short_text():
     text = torch.tensor([ord(c) - 97 for c in "thequickbrownfoxjumpsoverthelazydog" * 2])
-    model = make(vocab=26)
+    model = random_model(26, hidden_size=16, training=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
     x, y = text[:-1].unsqueeze(0), text[1:].unsqueeze(0)
     for _ in range(150):
@@ -70,25 +57,63 @@ def test_cross_entropy_matches_the_plain_definition():
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_every_cell_runs_and_its_size_is_known_before_building(cell):
-    model = make(cell=cell, num_layers=3)
+    model = random_model(20, cell, hidden_size=16, num_layers=3)
     logits, hidden = model(torch.randint(0, 20, (3, 7)))
-    assert logits.shape == (3, 7, 20) and len(hidden) == (2 if cell == "lstm" else 1)
+    assert logits.shape == (3, 7, 20)
+    assert len(hidden) == (2 if cell == "lstm" else 1)
     assert all(h.shape == (3, 3, 16) for h in hidden)
     assert model.num_params() == parameter_count(20, model.cfg)
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_gru_and_rnn_start_with_orthogonal_recurrent_blocks_and_zero_biases(cell):
-    model = make(cell=cell)
+    model = random_model(20, cell, hidden_size=16)
     for block in model.rnn.weight_hh_l1.split(16, dim=0):
         torch.testing.assert_close(block @ block.t(), torch.eye(16), atol=1e-5, rtol=0)
-    assert not model.rnn.bias_ih_l0.any() and not model.rnn.bias_hh_l1.any()
+    assert not model.rnn.bias_ih_l0.any()
+    assert not model.rnn.bias_hh_l1.any()
 
 
 def test_embedding_dropout_only_in_training():
-    model = make(embed_dropout=0.5)
+    model = random_model(20, hidden_size=16, embed_dropout=0.5, training=True)
     ids = torch.randint(0, 20, (2, 5))
     model.eval()
     torch.testing.assert_close(model(ids)[0], model(ids)[0])
     model.train()
     assert not torch.equal(model(ids)[0], model(ids)[0])
+
+
+def test_bpc_is_nats_over_ln_2():
+    assert bpc(math.log(2)) == pytest.approx(1.0)
+    assert bpc(0.0) == 0.0
+
+
+def test_layer_weights_and_gate_rows_name_pytorchs_packed_blocks():
+    model = random_model(20, "gru", hidden_size=16)
+    w_ih, w_hh, b_ih, b_hh = model.layer_weights(1)
+    assert w_ih is model.rnn.weight_ih_l1
+    assert b_hh is model.rnn.bias_hh_l1
+    assert w_hh.shape == (3 * 16, 16)
+    assert model.gate_rows("reset") == slice(0, 16)
+    assert model.gate_rows("update") == slice(16, 32)
+    assert random_model(20, hidden_size=16).gate_rows("forget") == slice(16, 32)
+
+
+def test_detach_cuts_the_graph_and_carries_fp32():
+    h = torch.ones(2, 3, 4, requires_grad=True).bfloat16() * 2
+    (out,) = detach((h,))
+    assert not out.requires_grad
+    assert out.dtype == torch.float32
+    assert torch.equal(out, torch.full((2, 3, 4), 2.0))
+
+
+def test_eval_mode_restores_the_previous_mode_even_after_an_error():
+    model = random_model(20, hidden_size=16, training=True)
+    with pytest.raises(RuntimeError), eval_mode(model):
+        assert not model.training
+        raise RuntimeError("boom")
+    assert model.training
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training

@@ -1,22 +1,26 @@
+"""Recorded activations: every signal of every cell against the documented equations, chunks, the scan."""
+
 import numpy as np
 import pytest
 import torch
 
-from charrnn.config import ModelConfig
 from charrnn.inspection.activations import RECORDED, linear_scan, record
 from charrnn.model import CharRNN
+from tests.helpers import random_model
 
 VOCAB = 12
 
 
-def make(cell: str, num_layers: int = 2, hidden_size: int = 8) -> CharRNN:
-    torch.manual_seed(0)
-    model = CharRNN(VOCAB, ModelConfig(cell=cell, embed_dim=5, hidden_size=hidden_size, num_layers=num_layers))
-    with torch.no_grad():  # larger input weights than at init, so that gates saturate
+SIZES = {"embed_dim": 5, "hidden_size": 8}
+
+
+def saturating(model: CharRNN) -> CharRNN:
+    """`model` with its input weights 3x larger than at init, so that its gates saturate."""
+    with torch.no_grad():
         for name, param in model.rnn.named_parameters():
             if name.startswith("weight_ih"):
                 param.mul_(3)
-    return model.eval()
+    return model
 
 
 def reference(model: CharRNN, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -57,7 +61,7 @@ def reference(model: CharRNN, ids: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_every_signal_matches_the_cell_equations_and_the_fused_module(cell):
-    model = make(cell)
+    model = saturating(random_model(VOCAB, cell, **SIZES))
     ids = np.random.default_rng(1).integers(0, VOCAB, 300)
     acts = record(model, ids, chunk_size=64)  # the state carried across chunks
     expected = reference(model, ids)
@@ -73,7 +77,7 @@ def test_every_signal_matches_the_cell_equations_and_the_fused_module(cell):
 
 
 def test_chunks_carry_the_state():
-    model = make("lstm")
+    model = saturating(random_model(VOCAB, "lstm", **SIZES))
     ids = np.random.default_rng(2).integers(0, VOCAB, 200)
     whole = record(model, ids)
     chunked = record(model, ids, chunk_size=37)
@@ -86,7 +90,7 @@ def test_chunks_carry_the_state():
 
 
 def test_a_cell_that_never_forgets_is_exact_across_chunks_and_scan_segments():
-    model = make("lstm", num_layers=1)
+    model = saturating(random_model(VOCAB, "lstm", **SIZES, num_layers=1))
     with torch.no_grad():
         size = model.cfg.hidden_size
         model.rnn.bias_ih_l0[size : 2 * size] = 50.0  # forget gate pinned at 1: c sums its inputs forever
@@ -108,8 +112,10 @@ def test_linear_scan_matches_the_loop():
 
 
 def test_float16_output_and_an_empty_text():
-    model = make("gru")
+    model = saturating(random_model(VOCAB, "gru", **SIZES))
     acts = record(model, [1, 2, 3], dtype=np.float16)
-    assert acts.signals["h"].dtype == np.float16 and acts.signals["h"].shape == (2, 3, 8)
+    assert acts.signals["h"].dtype == np.float16
+    assert acts.signals["h"].shape == (2, 3, 8)
     empty = record(model, [])
-    assert empty.probs.shape == (0, VOCAB) and empty.signals["update"].shape == (2, 0, 8)
+    assert empty.probs.shape == (0, VOCAB)
+    assert empty.signals["update"].shape == (2, 0, 8)

@@ -7,12 +7,10 @@ import tempfile
 import numpy as np
 import pytest
 
-from charrnn.data import cache
+from charrnn.data import cache, encoding
 from charrnn.data.encoding import load_corpus
-
-
-def text_of(c) -> str:
-    return c.vocab.decode(c.ids.tolist())
+from charrnn.errors import UserError
+from tests.helpers import text_of
 
 
 @pytest.fixture()
@@ -52,9 +50,12 @@ def test_a_damaged_entry_is_reported_rebuilt_and_replaced(corpus, damage):
     damage(entry_of(corpus))
     healed = load_corpus(corpus)
     assert text_of(healed) == "the quick brown fox\n" * 50
-    assert any("was damaged" in note and "rebuilt it" in note for note in healed.notes)
+    damaged = [note for note in healed.notes if "was damaged" in note]
+    assert len(damaged) == 1
+    assert "rebuilt it" in damaged[0]
     again = load_corpus(corpus)
-    assert not again.notes and again.encode_seconds == 0  # the replacement is used from now on
+    assert not again.notes
+    assert again.encode_seconds == 0  # the replacement is used from now on
     assert sorted(p.name for p in cache.cache_dir().iterdir()) == [entry_of(corpus).name]  # no trash left
 
 
@@ -71,7 +72,8 @@ def test_verify_rehashes_even_when_the_key_cannot_tell(corpus, monkeypatch):
     corpus.write_text("THE QUICK BROWN FOX\n" * 50)
     assert text_of(load_corpus(corpus)) == text_of(first)  # fooled without verify...
     checked = load_corpus(corpus, verify=True)
-    assert text_of(checked) == "THE QUICK BROWN FOX\n" * 50 and "did not match the files' bytes" in checked.notes[0]
+    assert text_of(checked) == "THE QUICK BROWN FOX\n" * 50
+    assert "did not match the files' bytes" in checked.notes[0]
 
 
 def test_temp_dirs_of_dead_processes_are_cleaned_but_live_ones_kept(corpus, tmp_path):
@@ -82,7 +84,8 @@ def test_temp_dirs_of_dead_processes_are_cleaned_but_live_ones_kept(corpus, tmp_
     other = tmp_path / "other.txt"
     other.write_text("new text to encode")
     load_corpus(other)
-    assert not dead.exists() and live.exists()
+    assert not dead.exists()
+    assert live.exists()
 
 
 def test_an_unwritable_cache_says_not_cached_and_leaves_nothing(tmp_path, monkeypatch):
@@ -94,14 +97,12 @@ def test_an_unwritable_cache_says_not_cached_and_leaves_nothing(tmp_path, monkey
     path = tmp_path / "c.txt"
     path.write_text("uncached text")
     c = load_corpus(path)
-    assert text_of(c) == "uncached text" and not c.cached
+    assert text_of(c) == "uncached text"
+    assert not c.cached
     assert not list((tmp_path / "tmp").iterdir())  # the private copy is unlinked once mapped
 
 
 def test_a_full_cache_disk_is_one_clear_line(tmp_path, monkeypatch):
-    from charrnn.data import encoding
-    from charrnn.errors import UserError
-
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
 
     def disk_full(*args):
@@ -126,6 +127,8 @@ def test_a_valid_entry_that_a_racing_process_stored_is_kept_not_pulled_away(corp
         np.save(out, np.zeros(meta["length"], dtype=np.uint8))
 
     got = cache.store(entry, meta, write, lambda m: len(m["chars"]))
-    assert written and (entry / "ids.npy").stat().st_ino == first
-    assert text_of(load_corpus(corpus)) == "the quick brown fox\n" * 50 and got.cached
+    assert written
+    assert (entry / "ids.npy").stat().st_ino == first
+    assert text_of(load_corpus(corpus)) == "the quick brown fox\n" * 50
+    assert got.cached
     assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temp or trash dir left

@@ -6,20 +6,15 @@ import math
 import pytest
 import torch
 
-from charrnn.config import ModelConfig, load_config
+from charrnn.config import load_config
 from charrnn.errors import UserError
 from charrnn.evaluation.dynamic import dynamic_evaluate, dynamic_evaluate_file, gradient_stats
-from charrnn.model import CharRNN, cross_entropy
+from charrnn.model import cross_entropy
 from charrnn.training.loop import train
-from tests.helpers import TINY_CONFIG, run_cli
+from tests.helpers import TINY_CONFIG, random_model, run_cli
 
 VOCAB_SIZE = 12
 DEFAULTS = {"segment_len": 50, "lr": 1e-3, "decay": 0.003}  # the CLI's
-
-
-def model(cell: str = "lstm") -> CharRNN:
-    torch.manual_seed(0)
-    return CharRNN(VOCAB_SIZE, ModelConfig(cell=cell, embed_dim=8, hidden_size=24, num_layers=2)).eval()
 
 
 def random_ids(length: int, seed: int) -> torch.Tensor:
@@ -28,7 +23,7 @@ def random_ids(length: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_a_character_is_scored_before_any_update_that_saw_it(cell):
-    net = model(cell)
+    net = random_model(VOCAB_SIZE, cell, hidden_size=24)
     stats = gradient_stats(net, random_ids(500, 1), segment_len=10)
     text = random_ids(200, 2)
     base = dynamic_evaluate(net, text, stats, lr=3e-2, decay=0.01)
@@ -44,7 +39,7 @@ def test_a_character_is_scored_before_any_update_that_saw_it(cell):
 
 
 def test_without_updates_it_is_static_evaluation_of_one_stream():
-    net = model()
+    net = random_model(VOCAB_SIZE, hidden_size=24)
     text = random_ids(333, 3)
     result = dynamic_evaluate(net, text, gradient_stats(net, random_ids(200, 4), segment_len=16), lr=0.0, decay=0.0)
     with torch.no_grad():
@@ -55,11 +50,12 @@ def test_without_updates_it_is_static_evaluation_of_one_stream():
 
 
 def test_the_model_is_left_untouched():
-    net = model()
+    net = random_model(VOCAB_SIZE, hidden_size=24)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     stats = gradient_stats(net, random_ids(200, 5), segment_len=20)
     dynamic_evaluate(net, random_ids(300, 6), stats, lr=1e-2, decay=0.0)
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()) and not net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not net.training
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +126,17 @@ def test_eval_dynamic_prints_both_figures_and_never_changes_the_checkpoint(tiny_
     stats.write_text(corpus_file.read_text()[5000:7000])  # a short --stats-text keeps the test fast
     out = json.loads(run_cli("eval", tiny_run, text, "--dynamic", "--stats-text", stats, "--json", "--device", "cpu")
                      .stdout)
-    assert out["chars"] == 1499 and set(out["dynamic"]) == {"loss", "bpc", "segment_len", "lr", "decay"}
-    assert math.isfinite(out["dynamic"]["loss"]) and out["dynamic"]["loss"] != out["loss"]
+    assert out["chars"] == 1499
+    assert set(out["dynamic"]) == {"loss", "bpc", "segment_len", "lr", "decay"}
+    assert math.isfinite(out["dynamic"]["loss"])
+    assert out["dynamic"]["loss"] != out["loss"]
     lines = run_cli("eval", tiny_run, text, "--dynamic", "--segment-len", 30, "--stats-text", stats,
                     "--device", "cpu").stdout.decode()
-    assert lines.startswith("static:  loss ") and "\ndynamic: loss " in lines and "segment_len 30" in lines
-    assert best.read_bytes() == before and best.stat().st_mtime_ns == stat.st_mtime_ns
+    assert lines.startswith("static:  loss ")
+    assert "\ndynamic: loss " in lines
+    assert "segment_len 30" in lines
+    assert best.read_bytes() == before
+    assert best.stat().st_mtime_ns == stat.st_mtime_ns
 
 
 @pytest.mark.parametrize("args, message", [
@@ -144,4 +145,5 @@ def test_eval_dynamic_prints_both_figures_and_never_changes_the_checkpoint(tiny_
 ])
 def test_eval_dynamic_refuses_bad_options_in_one_line(tiny_run, corpus_file, args, message):
     result = run_cli("eval", tiny_run, corpus_file, "--dynamic", *args, check=False)
-    assert result.returncode == 1 and result.stderr.decode().strip() == f"Error: {message}"
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == f"Error: {message}"

@@ -1,3 +1,5 @@
+"""Beam search: exact on small spaces, never worse than greedy, one batched step per character, the CLI."""
+
 import itertools
 
 import pytest
@@ -29,7 +31,7 @@ def _one_thread():
 
 def wrapped(cell: str = "lstm", seed: int = 0, sharpness: float = 8.0, vocab: Vocab = VOCAB) -> CharModel:
     """A confident untrained model: its beams and its greedy path differ, unlike a barely trained one's."""
-    return CharModel(random_model(vocab.size, cell, seed, sharpness), vocab, Config())
+    return CharModel(random_model(vocab.size, cell, seed=seed, sharpness=sharpness), vocab, Config())
 
 
 def total_log_prob(m: CharModel, text: str, prime: str) -> float:
@@ -53,7 +55,8 @@ def test_a_beam_wide_enough_to_keep_every_prefix_finds_the_exact_best_continuati
 def test_reported_log_prob_is_the_scored_log_prob_and_beams_come_best_first(cell):
     m = wrapped(cell, seed=1)
     beams = m.beam_search("bad ", 40, beam_width=6, num_results=6)
-    assert len(beams) == 6 and len({b.text for b in beams}) == 6
+    assert len(beams) == 6
+    assert len({b.text for b in beams}) == 6
     assert all(len(b.text) == 40 for b in beams)
     assert [b.log_prob for b in beams] == sorted((b.log_prob for b in beams), reverse=True)
     for beam in beams:
@@ -153,5 +156,6 @@ def test_cli_beam_width_one_prints_the_greedy_sample(tiny_run):
 ])
 def test_cli_rejects_bad_beam_options(tiny_run, args, message):
     result = CliRunner().invoke(main, ["sample", str(tiny_run), *args])
-    assert result.exit_code != 0 and message in result.output
+    assert result.exit_code != 0
+    assert message in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -1,3 +1,5 @@
+"""ONNX export: every cell matches torch in onnxruntime, the graph's names and metadata, sampling without torch."""
+
 import json
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from click.testing import CliRunner
 import charrnn
 from charrnn.checkpoint import save_run
 from charrnn.cli import main
-from charrnn.config import Config, ModelConfig, from_dict
+from charrnn.config import Config, from_dict
 from charrnn.tools.export import export_onnx
 from charrnn.training.state import RunState
 from charrnn.vocab import Vocab
@@ -64,7 +66,7 @@ def standalone(path: Path, prime: str, length: int, temperature: float) -> str:
 def save_checkpoint(path: Path, cell: str, vocab: Vocab) -> Path:
     """A checkpoint of an untrained model, for the cells the tiny run does not cover."""
     model = random_model(vocab.size, cell, seed=1, sharpness=3.0)
-    config = Config(model=ModelConfig(cell=cell, embed_dim=8, hidden_size=32, num_layers=2))
+    config = Config(model=model.cfg)
     save_run(path, config=config, vocab=vocab, model=model, optimizer=torch.optim.AdamW(model.parameters()),
              scaler=torch.amp.GradScaler("cpu", enabled=False),
              run=RunState(run_id="test", corpus_hash="none").to_dict())
@@ -118,8 +120,10 @@ def test_exported_graph_names_its_inputs_and_outputs_and_carries_vocab_and_confi
     m = charrnn.load(tiny_run, device="cpu")
     assert outputs == {"logits": ["batch", "time", m.vocab.size], "hn": [2, "batch", 64], "cn": [2, "batch", 64]}
     meta = session.get_modelmeta().custom_metadata_map
-    assert json.loads(meta["vocab"]) == m.vocab.chars and json.loads(meta["byte_level"]) is False
-    assert from_dict(json.loads(meta["config"])) == m.config and meta["cell"] == "lstm"
+    assert json.loads(meta["vocab"]) == m.vocab.chars
+    assert json.loads(meta["byte_level"]) is False
+    assert from_dict(json.loads(meta["config"])) == m.config
+    assert meta["cell"] == "lstm"
 
 
 def test_a_trained_model_matches_and_samples_in_onnxruntime_alone(tiny_run, exported):
@@ -128,7 +132,9 @@ def test_a_trained_model_matches_and_samples_in_onnxruntime_alone(tiny_run, expo
     (got, want), _ = onnx_and_torch_logits(path, m, 2, 500)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     sampled = standalone(path, "def ", 200, 0.8)
-    assert sampled.startswith("def ") and len(sampled) == 204 and set(sampled) <= set(m.vocab.chars)
+    assert sampled.startswith("def ")
+    assert len(sampled) == 204
+    assert set(sampled) <= set(m.vocab.chars)
     assert standalone(path, "", 80, 0) == m.generate("", 80, temperature=0)
 
 
@@ -149,16 +155,15 @@ def test_without_the_extra_export_says_how_to_install_it(tiny_run, tmp_path, mon
 def test_bad_export_options_fail_in_one_line(tiny_run, tmp_path, args, message):
     args = [a.format(tmp=tmp_path) for a in args]
     result = CliRunner().invoke(main, ["export", str(tiny_run), *args])
-    assert result.exit_code != 0 and message.format(tmp=tmp_path) in result.output
+    assert result.exit_code != 0
+    assert message.format(tmp=tmp_path) in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_a_model_with_dropout_exports_without_it_and_stays_in_eval_mode():
     from charrnn.tools.export import max_abs_diff, to_onnx
 
-    torch.manual_seed(0)
-    model = charrnn.model.CharRNN(30, ModelConfig(embed_dim=8, hidden_size=32, num_layers=2, dropout=0.5,
-                                                  embed_dropout=0.5)).eval()
+    model = random_model(30, dropout=0.5, embed_dropout=0.5)
     data = to_onnx(model).SerializeToString()
     assert not model.training  # the exporter once left it training, with dropout on
     assert "Dropout" not in {node.op_type for node in to_onnx(model).graph.node}

@@ -9,18 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from charrnn.cli import main
-from charrnn.config import ModelConfig
 from charrnn.inspection.activations import record
 from charrnn.inspection.page import write_page
-from charrnn.inspection.probes import BUILTIN
+from charrnn.inspection.probes import BUILTIN, CODE
 from charrnn.inspection.visualize import Visualization
-from charrnn.model import CharRNN
 from charrnn.vocab import Vocab
-from tests.helpers import run_cli
+from tests.helpers import random_model, run_cli
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 
@@ -31,9 +28,11 @@ def cli(*args):
 
 def error_line(result) -> str:
     """The one line a bad input gets, after checking there is no traceback and the exit is non-zero."""
-    assert result.exit_code != 0 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), result.stderr
     return lines[0]
 
 
@@ -67,16 +66,29 @@ def test_visualize_prints_the_ranking_and_writes_the_page_and_json(tiny_run, cor
     result = run_cli("visualize", tiny_run, corpus_file, "--out", page, "--json", ranking, "--chars", 3000,
                      "--offset", 100, "--device", "cpu", "--probe", "in_word=[A-Za-z]+")
     table = result.stdout.decode().splitlines()
-    assert table[0].split() == ["probe", "kind", "layer", "cell", "signal", "score", "control"]
-    assert [line.split()[0] for line in table[1:]] == [*BUILTIN, "in_word"]
+    assert table[0].split() == ["probe", "kind", "layer", "cell", "signal", "score", "control", "margin"]
+    assert sorted(line.split()[0] for line in table[1:]) == sorted([*BUILTIN, *CODE, "in_word"])
     data = json.loads(ranking.read_text())
-    assert data["chars"] == 3000 and data["offset"] == 100 and data["skipped"] == 0
+    assert data["language"] == "python"  # textwrap.txt: the name says nothing, the text says Python
+    margins = [p["margin"] for p in data["probes"] if p["margin"] is not None]
+    assert margins == sorted(margins, reverse=True)  # largest margin first, in the table as in the JSON
+    assert [line.split()[0] for line in table[1:]] == [p["name"] for p in data["probes"]]
+    assert data["chars"] == 3000
+    assert data["offset"] == 100
+    assert data["skipped"] == 0
     assert data["page"] == str(page)
     for probe in data["probes"]:
-        assert {"name", "kind", "layer", "cell", "signal", "score", "control"} <= set(probe)
+        assert {"name", "kind", "layer", "cell", "signal", "score", "control", "margin"} <= set(probe)
+        if probe["score"] is None:  # a code probe may not fire in these 3,000 characters; the others all do
+            assert probe["name"] in CODE, probe
+            assert probe["note"], probe
+            continue
         low = 0.5 if probe["kind"] == "binary" else 0.0  # a sign-free AUROC is never below chance
-        assert low <= probe["score"] <= 1 and low <= probe["control"] <= 1, probe  # textwrap.py fires them all
-        assert 0 <= probe["layer"] < 2 and 0 <= probe["cell"] < 64
+        assert low <= probe["score"] <= 1, probe
+        assert low <= probe["control"] <= 1, probe  # textwrap.py fires them all
+        assert probe["margin"] == pytest.approx(probe["score"] - probe["control"], abs=2e-4)
+        assert 0 <= probe["layer"] < 2
+        assert 0 <= probe["cell"] < 64
     html = page.read_text()
     template = re.sub(r'<script id="data" type="application/json">.*?</script>', "", html, flags=re.S)
     assert not re.search(r"<(link|img|iframe)|\bsrc=|@import|url\(|https?://", template)  # nothing from the network
@@ -118,7 +130,9 @@ def test_a_probe_that_never_fires_is_undefined_and_said_so(tiny_run, corpus_file
     assert result.exit_code == 0, result.output
     assert "probe zebra: never fires on the text; its score is undefined" in result.stderr
     (zebra,) = [p for p in json.loads((tmp_path / "r.json").read_text())["probes"] if p["name"] == "zebra"]
-    assert zebra["score"] is None and zebra["control"] is None and zebra["note"] == "never fires on the text"
+    assert zebra["score"] is None
+    assert zebra["control"] is None
+    assert zebra["note"] == "never fires on the text"
 
 
 def test_unknown_characters_are_skipped_and_counted(tiny_run, corpus_file, tmp_path):
@@ -183,12 +197,11 @@ def test_the_gates_the_page_computes_match_the_model(corpus_file, tmp_path, cell
     """The page stores only tanh(c) and h; each gate is recomputed in the browser from them and int8 weights."""
     text = corpus_file.read_text()[:600]
     vocab = Vocab("".join(sorted(set(text))))
-    torch.manual_seed(0)
-    model = CharRNN(vocab.size, ModelConfig(cell=cell, embed_dim=8, hidden_size=24, num_layers=2)).eval()
+    model = random_model(vocab.size, cell, hidden_size=24)
     ids = np.array(vocab.encode(text))
     acts = record(model, ids)
     vis = Visualization(tmp_path / "best.pt", corpus_file, model, vocab, text, ids, 0, 0, None, acts,
-                        np.full(len(text), np.nan), [], [])
+                        np.full(len(text), np.nan), None, [], [])
     page = tmp_path / "page.html"
     write_page(vis, page)
     check = ("<script>const check = setInterval(async () => { if (!document.body.dataset.ready) return; "
@@ -199,4 +212,5 @@ def test_the_gates_the_page_computes_match_the_model(corpus_file, tmp_path, cell
     assert "CONSOLE" not in log, log
     computed = np.array(json.loads(re.search(r'data-check="([^"]*)"', dom)[1]))
     error = np.abs(computed - acts.signals[gate][1, :, 5])
-    assert error.mean() < 0.02 and error.max() < 0.08  # from h in steps of 1/7: close enough to colour by
+    assert error.mean() < 0.02
+    assert error.max() < 0.08  # from h in steps of 1/7: close enough to colour by

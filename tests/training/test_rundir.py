@@ -44,7 +44,8 @@ def test_stale_temporaries_from_a_kill_are_removed_on_resume(tmp_path, corpus_fi
     stale = run / "checkpoints" / ".last.pt.999999999.abcd.tmp"
     stale.write_bytes(b"x" * 1000)  # what a kill -9 in the middle of a save leaves
     resume(run, ["train.max_steps=20"])
-    assert not stale.exists() and last(run).run.step == 20
+    assert not stale.exists()
+    assert last(run).run.step == 20
 
 
 def test_a_run_dir_that_cannot_be_created_is_one_line_and_nothing_is_left(tmp_path, corpus_file, monkeypatch):
@@ -82,6 +83,7 @@ def test_tensorboard_failing_mid_run_warns_and_the_run_still_saves(tmp_path, cor
     monkeypatch.setattr(SummaryWriter, "add_scalar", broken)
     messages = []
     result = train(config(corpus_file), tmp_path / "r", echo=messages.append)
-    assert result.step == 10 and last(tmp_path / "r").run.step == 10
+    assert result.step == 10
+    assert last(tmp_path / "r").run.step == 10
     assert sum("cannot write TensorBoard" in m for m in messages) == 1
     assert (tmp_path / "r" / "metrics.jsonl").read_text().count("\n") == 2  # the other sink still works

@@ -1,3 +1,5 @@
+"""`charrnn bench`: the FLOP formula, and the table and JSON it writes."""
+
 import json
 
 from charrnn.tools.bench import Shape, train_flops_per_char
@@ -18,11 +20,19 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, corpus_file):
     out = run_cli("bench", "--corpus", quoted, "--shapes", "1x16,2x24", "--steps", 2, "--rounds", 1,
                   "--batch-size", 4, "--seq-len", 8, "--sample-length", 20, "--device", "cpu",
                   "--json", tmp_path / "b.json").stdout.decode()
-    assert "| 1x16 |" in out and "| 2x24 |" in out and "% of matmul peak" in out and "32 streams together" in out
+    assert "| 1x16 |" in out
+    assert "| 2x24 |" in out
+    assert "% of matmul peak" in out
+    assert "32 streams together" in out
     data = json.loads((tmp_path / "b.json").read_text())
-    assert data["matmul_gflops"] > 0 and [r["shape"] for r in data["rows"]] == ["1x16", "2x24"]
-    assert all(r["raw_chars_per_sec"] > 0 and r["charrnn_chars_per_sec"] > 0 and r["ratio"] > 0
-               for r in data["rows"])
-    assert set(data["sample_single"]) == {"lstm", "gru", "rnn"} and min(data["sample_single"].values()) > 0
+    assert data["matmul_gflops"] > 0
+    assert [r["shape"] for r in data["rows"]] == ["1x16", "2x24"]
+    for row in data["rows"]:
+        assert row["raw_chars_per_sec"] > 0, row
+        assert row["charrnn_chars_per_sec"] > 0, row
+        assert row["ratio"] > 0, row
+    assert set(data["sample_single"]) == {"lstm", "gru", "rnn"}
+    assert min(data["sample_single"].values()) > 0
     assert data["sample_batched"] > 0
-    assert "| GRU, 1 stream |" in out and "| RNN, 1 stream |" in out
+    assert "| GRU, 1 stream |" in out
+    assert "| RNN, 1 stream |" in out

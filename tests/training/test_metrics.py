@@ -1,14 +1,8 @@
+"""The metrics sinks: metrics.jsonl (truncated to the checkpoint on resume) beside TensorBoard; a null logger."""
+
 import json
-import math
 
-import pytest
-
-from charrnn.model import bpc
 from charrnn.training.metrics import MetricsLogger, NullLogger
-
-
-def test_bpc_is_nats_over_ln_2():
-    assert bpc(math.log(2)) == pytest.approx(1.0) and bpc(0.0) == 0.0
 
 
 def test_logger_writes_jsonl_and_resume_drops_what_came_after_the_checkpoint(tmp_path):

@@ -5,28 +5,24 @@ import pytest
 import torch
 
 from charrnn import checkpoint
-from charrnn.config import ModelConfig
 from charrnn.data.batching import Streams
 from charrnn.evaluation.static import evaluate, evaluate_file
-from charrnn.model import CharRNN
 from charrnn.training.distributed import World
 from charrnn.training.stopping import Stopped
+from tests.helpers import random_model
 
 CPU = World(torch.device("cpu"))
-
-
-def model() -> CharRNN:
-    torch.manual_seed(0)
-    return CharRNN(30, ModelConfig(embed_dim=8, hidden_size=16, num_layers=2)).train()
 
 
 def test_windows_caps_the_characters_scored_and_keeps_the_mode():
     ids = np.random.default_rng(0).integers(0, 30, 10_001).astype(np.uint8)
     streams = Streams.of(ids, 10, 50)  # 10 streams of 1,000 targets: 20 windows
-    net = model()
+    net = random_model(30, hidden_size=16, training=True)
     _, everything = evaluate(net, streams, CPU)
     _, capped = evaluate(net, streams, CPU, windows=3)
-    assert everything == 10_000 and capped == 3 * 10 * 50 and net.training
+    assert everything == 10_000
+    assert capped == 3 * 10 * 50
+    assert net.training
 
 
 def test_check_abandons_an_evaluation():
@@ -39,7 +35,7 @@ def test_check_abandons_an_evaluation():
             raise Stopped("SIGTERM")
 
     with pytest.raises(Stopped):
-        evaluate(model(), Streams.of(ids, 4, 10), CPU, check=check)
+        evaluate(random_model(30, hidden_size=16, training=True), Streams.of(ids, 4, 10), CPU, check=check)
     assert len(calls) == 3
 
 
@@ -57,7 +53,8 @@ def two_configs(tmp_path_factory, tiny_run):
 def test_file_scores_do_not_depend_on_the_training_config(two_configs, corpus_file):
     a, b = (evaluate_file(path, corpus_file, "cpu") for path in two_configs)
     assert checkpoint.load_model(two_configs[1]).config.train.batch_size == 3
-    assert a == b and a.chars == len(corpus_file.read_text()) - 1  # one stream: every character but the first
+    assert a == b
+    assert a.chars == len(corpus_file.read_text()) - 1  # one stream: every character but the first
 
 
 def test_file_scored_in_one_stream_equals_the_model_run_over_the_whole_text(two_configs, corpus_file):
@@ -75,4 +72,5 @@ def test_file_scored_in_one_stream_equals_the_model_run_over_the_whole_text(two_
 def test_streams_trade_exactness_for_speed(two_configs, corpus_file):
     exact = evaluate_file(two_configs[0], corpus_file, "cpu")
     approximate = evaluate_file(two_configs[0], corpus_file, "cpu", streams=8)
-    assert approximate.chars <= exact.chars and abs(approximate.loss - exact.loss) < 0.1
+    assert approximate.chars <= exact.chars
+    assert abs(approximate.loss - exact.loss) < 0.1

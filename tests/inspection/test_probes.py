@@ -1,3 +1,5 @@
+"""The probes (quotes, lines, brackets, indents, comments, regexes) and how cells are ranked against them."""
+
 import numpy as np
 import pytest
 
@@ -68,8 +70,8 @@ def test_in_comment_of_each_kind(text, expected):
 
 
 def test_regex_probe_marks_characters_inside_matches():
-    name, pattern = parse_probe("in_if=if [^:]*:")
-    assert name == "in_if"
+    name, pattern = parse_probe("in_cond=if [^:]*:")
+    assert name == "in_cond"
     assert marks(regex_values(pattern, "x if a: b if c:")) == "00" + "11111" + "000" + "11111"
     assert not regex_values(parse_probe("empty=a*")[1], "bbb").any()  # empty matches mark nothing
 
@@ -90,7 +92,8 @@ def test_make_probes_names_and_kinds():
     probes = make_probes('a "b"\n', {"vowel": parse_probe("vowel=[aeiou]")[1]})
     assert [(p.name, p.kind) for p in probes] == [
         ("in_quote", BINARY), ("line_position", COUNTER), ("bracket_depth", COUNTER), ("indent_depth", COUNTER),
-        ("in_comment", BINARY), ("vowel", BINARY)]
+        ("in_comment", BINARY), ("in_string", BINARY), ("in_if", BINARY), ("if_body_depth", COUNTER),
+        ("vowel", BINARY)]
     assert all(len(p.values) == 6 for p in probes)
 
 
@@ -145,7 +148,10 @@ def test_probes_that_never_fire_or_are_constant_on_a_half_are_undefined_not_erro
     late = Probe("late", COUNTER, np.array([0] * 6 + [1, 2, 3, 4]))
     early = Probe("early", BINARY, np.array([1, 0, 1, 0, 0] + [0] * 5))
     results = {r.name: r for r in rank_probes(acts, [never, late, early])}
-    assert results["never"].score is None and results["never"].note == "never fires on the text"
-    assert results["late"].score is None and "first half" in results["late"].note
-    assert results["early"].score is None and "second half" in results["early"].note
+    assert results["never"].score is None
+    assert results["never"].note == "never fires on the text"
+    assert results["late"].score is None
+    assert "first half" in results["late"].note
+    assert results["early"].score is None
+    assert "second half" in results["early"].note
     assert results["never"].to_dict()["score"] is None

@@ -1,3 +1,5 @@
+"""`charrnn sample --interactive` on a real pseudo-terminal and on piped input, and its : commands."""
+
 import os
 import pty
 import select
@@ -97,7 +99,8 @@ def test_ctrl_c_at_the_prompt_exits_cleanly(tiny_run, terminal):
     time.sleep(0.3)
     term.type(b"\x03")
     assert term.exit_code() == 0
-    assert b"Traceback" not in term.seen and b"aborted" not in term.seen
+    assert b"Traceback" not in term.seen
+    assert b"aborted" not in term.seen
 
 
 @pytest.mark.slow  # once, on a loaded machine, the Ctrl-C ended the session instead: see the closing note
@@ -119,7 +122,8 @@ def test_piped_input_runs_the_same_loop_reproducibly(tiny_run):
     assert first.stdout == again.stdout  # a seed makes a whole session reproducible
     out = first.stdout.decode()
     assert "length 10, temperature 0.5, top_k 3, top_p 0.9" in out
-    assert ":t needs a number, e.g. :t 0.8" in out and "unknown command ':nope'" in out
+    assert ":t needs a number, e.g. :t 0.8" in out
+    assert "unknown command ':nope'" in out
     continuation = out.split("> import ")[1].split("\n> ")[0]
     assert len(continuation) == 10
 
@@ -130,9 +134,11 @@ def test_commands_validate_their_values():
                                                                                  "top_k 0, top_p 1.0")
     assert command(settings, ":help") == (settings, HELP)
     new, message = command(settings, ":n -5")
-    assert new == settings and message == "error: length must be >= 0, got -5; kept length 100"
+    assert new == settings
+    assert message == "error: length must be >= 0, got -5; kept length 100"
     new, message = command(settings, ":p 0")
-    assert new == settings and "top-p must be in (0, 1]" in message
+    assert new == settings
+    assert "top-p must be in (0, 1]" in message
     assert command(settings, ":k many")[1] == ":k needs an integer, e.g. :k 300"
 
 
