@@ -17,6 +17,8 @@ echo "demo: a sample at temperature 0.7 (charrnn sample $run_dir --prime 'def ' 
 .venv/bin/charrnn sample "$run_dir" --prime "def " --length 800 --temperature 0.7 --seed 0
 echo
 echo "demo: the cells of $run_dir, on a file it never trained on (charrnn visualize):"
+# From character 20,000: past the module docstring, so both halves of the window (one picks each probe's
+# cell, the other scores it) hold code, strings, comments and if statements alike.
 .venv/bin/charrnn visualize "$run_dir" "$(.venv/bin/python -c 'import argparse; print(argparse.__file__)')" \
-  --out "$run_dir/visualize.html"
-echo "demo: open $run_dir/visualize.html in a browser to see which cells track quotes, brackets, indentation and comments"
+  --offset 20000 --chars 30000 --out "$run_dir/visualize.html"
+echo "demo: open $run_dir/visualize.html in a browser to see which cells track brackets, if conditions, strings and comments"

@@ -208,3 +208,14 @@ def test_prime_and_prime_file_together_are_refused(tiny_run, tmp_path):
     result = CliRunner().invoke(main, ["sample", str(tiny_run), "--prime", "a", "--prime-file", str(tmp_path)])
     assert result.exit_code == 1
     assert "--prime-file cannot be combined with --prime" in result.output
+
+
+def test_probe_ranks_the_code_probes_by_margin(model):
+    text = "def f(x):\n    if x > 1 and g(x):\n        return 'big'\n    return \"small\"  # done\n" * 30
+    results = model.probe(text)
+    names = {r.name for r in results}
+    assert {"in_string", "in_if", "if_body_depth", "in_quote"} <= names
+    margins = [r.margin for r in results if r.margin is not None]
+    assert margins == sorted(margins, reverse=True)
+    in_if = next(r for r in results if r.name == "in_if")
+    assert in_if.margin == pytest.approx(in_if.score - in_if.control)

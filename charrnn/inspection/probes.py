@@ -184,10 +184,15 @@ CODE: dict[str, tuple[str, Callable[[str, str | None], np.ndarray]]] = {
 }
 
 
-def make_probes(text: str, user: dict[str, re.Pattern[str]] | None = None, language: str | None = None) -> list[Probe]:
-    """The built-in probes (the code probes read `text` as `language`), then the user's regex probes."""
+def make_probes(text: str, user: dict[str, re.Pattern[str]] | None = None, language: str | None = None,
+                before: str = "") -> list[Probe]:
+    """The built-in probes, then the user's regex probes, on `text`.
+
+    The code probes read `text` as `language`, after `before` (the file up to `text`): a stretch that
+    starts inside a docstring must know it does.
+    """
     probes = [Probe(name, kind, fn(text)) for name, (kind, fn) in BUILTIN.items()]
-    probes += [Probe(name, kind, fn(text, language)) for name, (kind, fn) in CODE.items()]
+    probes += [Probe(name, kind, fn(before + text, language)[len(before) :]) for name, (kind, fn) in CODE.items()]
     return probes + [Probe(name, BINARY, regex_values(pattern, text)) for name, pattern in (user or {}).items()]
 
 

@@ -214,3 +214,13 @@ def test_the_gates_the_page_computes_match_the_model(corpus_file, tmp_path, cell
     error = np.abs(computed - acts.signals[gate][1, :, 5])
     assert error.mean() < 0.02
     assert error.max() < 0.08  # from h in steps of 1/7: close enough to colour by
+
+
+def test_lang_overrides_how_the_code_probes_read_the_file(tiny_run, corpus_file, tmp_path):
+    ranking = tmp_path / "r.json"
+    run_cli("visualize", tiny_run, corpus_file, "--out", tmp_path / "p.html", "--json", ranking, "--chars", 2000,
+            "--lang", "c", "--device", "cpu")
+    assert json.loads(ranking.read_text())["language"] == "c"
+    refused = cli("visualize", tiny_run, corpus_file, "--lang", "cobol")
+    assert refused.exit_code == 2
+    assert "--lang" in refused.output
