@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -222,14 +224,53 @@ def from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (),
     return Config(**parts)
 
 
-def load_config(path: Path | None, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None) -> Config:
-    """Load a TOML config file (or the defaults), then apply `section.key=value` overrides and dotted `values`."""
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '10m', '1h30m', '1.5h' or '2m30s'; anything else is a ValueError."""
+    text = text.strip().lower()
+    try:
+        seconds = float(text)
+    except ValueError:
+        match = _DURATION.fullmatch(text)
+        if not text or match is None:
+            raise ValueError(f"{text!r} is not a duration such as 90, 90s, 10m or 1h30m") from None
+        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        seconds = 3600 * hours + 60 * minutes + secs
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"{text!r} is not a duration of zero or more seconds")
+    return seconds
+
+
+def presets() -> list[str]:
+    """The names of the presets that ship inside the package (configs/ holds the same files, to read)."""
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("charrnn.presets").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def config_text(path: Path | str) -> tuple[str, str]:
+    """(where, TOML text) of a config file, or of a preset when `path` names one and no such file exists."""
+    path = Path(path)
+    if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+        if path.name in presets():
+            return f"preset {path.name}", resources.files("charrnn.presets").joinpath(f"{path.name}.toml").read_text(
+                encoding="utf-8")
+        raise UserError(f"config file not found: {path} (nor is it a preset: {', '.join(presets())})")
+    return f"config file {path}", read_text(path, "config file")
+
+
+def load_config(path: Path | str | None, overrides: Sequence[str] = (),
+                values: Mapping[str, Any] | None = None) -> Config:
+    """Load a TOML config file or a preset by name (or the defaults), then apply `section.key=value` overrides and
+    dotted `values`."""
     data: dict[str, Any] = {}
     if path is not None:
+        where, text = config_text(path)
         try:
-            data = tomllib.loads(read_text(path, "config file"))
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise UserError(f"config file {path} is not valid TOML: {e}") from None
+            raise UserError(f"{where} is not valid TOML: {e}") from None
     return from_dict(data, overrides, values)
 
 

@@ -254,3 +254,14 @@ def test_a_gru_run_through_the_cli_samples_evaluates_and_shows_its_cell(tmp_path
     assert "cell:        gru (2 x 64)" in run_cli("info", tmp_path / "r").stdout.decode()
     assert len(run_cli("sample", tmp_path / "r", "-n", 40, "--seed", 0).stdout.decode()) == 41
     assert json.loads(run_cli("eval", tmp_path / "r", corpus_file, "--json").stdout)["loss"] > 0
+
+
+def test_a_preset_by_name_and_a_duration(tmp_path, corpus_file):
+    run_cli("train", corpus_file, "--run-dir", tmp_path / "r", "--config", "tiny", "--time-budget", "1m",
+            "--max-steps", 3, "--device", "cpu")
+    config = (tmp_path / "r" / "config.toml").read_text()
+    assert "time_budget = 60.0" in config
+    assert "hidden_size = 64" in config  # the tiny preset's
+    refused = run_cli("train", corpus_file, "--run-dir", tmp_path / "s", "--time-budget", "10x", check=False)
+    assert refused.returncode == 2
+    assert "'--time-budget': '10x' is not a duration such as 90, 90s, 10m or 1h30m" in refused.stderr.decode()

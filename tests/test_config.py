@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from charrnn.config import Config, from_dict, load_config
+from charrnn.config import Config, from_dict, load_config, parse_duration, presets
 from charrnn.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +117,32 @@ def test_the_docs_config_reference_is_current():
     readme = (ROOT / "docs" / "config.md").read_text()
     for key, default, help_text in reference():
         assert f"| `{key}` | `{_toml_value(default)}` | {help_text} |" in readme, key
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90.0), ("90s", 90.0), ("10m", 600.0), ("1h30m", 5400.0),
+                                           ("1.5h", 5400.0), ("2m30s", 150.0), ("0", 0.0), (" 10M ", 600.0)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "10x", "-5", "inf", "nan", "h", "1h30", "5m10h", "1e400"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_the_presets_ship_in_the_package_and_match_configs():
+    names = presets()
+    assert names == sorted(p.stem for p in (ROOT / "configs").glob("*.toml"))
+    for name in names:  # configs/ holds the readable copies: they must say the same
+        assert (ROOT / "charrnn" / "presets" / f"{name}.toml").read_bytes() == \
+            (ROOT / "configs" / f"{name}.toml").read_bytes()
+        assert load_config(name) == load_config(ROOT / "configs" / f"{name}.toml")
+
+
+def test_a_config_that_is_neither_a_file_nor_a_preset_names_the_presets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="config file not found: shakespear .nor is it a preset: large-gpu, "):
+        load_config("shakespear")
+    (tmp_path / "tiny").write_text("[train]\nmax_steps = 7\n")  # a file of that name wins over the preset
+    assert load_config("tiny").train.max_steps == 7

@@ -99,6 +99,22 @@ class FiniteFloat(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+class Duration(click.ParamType):
+    """Seconds, or a duration such as 90s, 10m or 1h30m."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from charrnn.config import parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
 # What several commands take, spelled once.
 checkpoint_argument = click.argument("checkpoint", type=click.Path(path_type=Path), metavar="CKPT_OR_RUN_DIR")
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

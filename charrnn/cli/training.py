@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from charrnn.cli.group import SIGNAL_EXIT, FiniteFloat, count, is_utf8, main, note, on_terminal
+from charrnn.cli.group import SIGNAL_EXIT, Duration, FiniteFloat, count, is_utf8, main, note, on_terminal
 from charrnn.errors import UserError
 
 
@@ -17,14 +17,16 @@ from charrnn.errors import UserError
 @click.option("--run-dir", type=click.Path(path_type=Path),
               help="Directory for config.toml, checkpoints/, metrics.jsonl and tb/ (TensorBoard).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
-              help="TOML config file, e.g. configs/shakespeare.toml. Defaults apply to keys it leaves out.")
+              help="TOML config file, or a preset by name (shakespeare, shakespeare-10min, tiny, large-gpu). "
+                   "Defaults apply to keys it leaves out.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config value, e.g. --set train.lr=3e-3. Repeatable.")
 @click.option("--max-steps", type=count(1), help="Stop after N optimizer steps (train.max_steps).")
 @click.option("--max-epochs", type=FiniteFloat(min=0),
               help="Stop after N passes over the train split (train.max_epochs).")
-@click.option("--time-budget", type=FiniteFloat(min=0), metavar="SECONDS",
-              help="Stop after this many seconds of training; the lr schedule anneals to fit (train.time_budget).")
+@click.option("--time-budget", type=Duration(), metavar="DURATION",
+              help="Stop after this much training: seconds, or 90s, 10m, 1h30m; the lr schedule anneals to fit "
+                   "(train.time_budget).")
 @click.option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N (train.device).")
 @click.option("--seed", type=count(0), help="Seed for weights, dropout and samples (train.seed).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]),

@@ -1,0 +1,144 @@
+"""CharRNN: character embedding -> stacked fused recurrent cell -> dropout -> linear head over the vocabulary.
+
+The cell is PyTorch's fused `nn.LSTM`, `nn.GRU` or `nn.RNN` (tanh): oneDNN on CPU, cuDNN on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from charrnn.config import ModelConfig
+
+# The recurrent state: (h, c) for the LSTM, (h,) for the GRU and the RNN; each (num_layers, B, hidden_size).
+Hidden = tuple[Tensor, ...]
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# The blocks of hidden_size rows in each layer's weight_ih / weight_hh, in PyTorch's packing order.
+GATE_BLOCKS = {"lstm": ("input", "forget", "candidate", "output"), "gru": ("reset", "update", "candidate"),
+               "rnn": ("candidate",)}
+LAYER_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # each layer's parameters, as `_lN` suffixes name
+
+
+class CharRNN(nn.Module):
+    def __init__(self, vocab_size: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.cfg = cfg
+        self.embed = nn.Embedding(vocab_size, cfg.embed_dim)
+        self.embed_drop = nn.Dropout(cfg.embed_dropout)
+        # Time-major, which both oneDNN and cuDNN prefer.
+        self.rnn = CELLS[cfg.cell](cfg.embed_dim, cfg.hidden_size, cfg.num_layers,
+                                   dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.hidden_size, vocab_size)
+        self._init_recurrent()
+
+    def _init_recurrent(self) -> None:
+        size = self.cfg.hidden_size
+        with torch.no_grad():
+            for name, param in self.rnn.named_parameters():
+                if self.cfg.cell == "lstm":
+                    # Gates are packed (input, forget, cell, output); a forget bias of 1 lets gradients
+                    # flow through long spans early in training (Jozefowicz et al., 2015).
+                    if name.startswith("bias_ih"):
+                        param[size : 2 * size].fill_(1.0)
+                    elif name.startswith("bias_hh"):
+                        param[size : 2 * size].fill_(0.0)
+                elif name.startswith("weight_hh"):
+                    # Orthogonal recurrent matrices (Saxe et al., 2014) keep a tanh RNN's and a GRU's
+                    # gradients from shrinking or growing geometrically through time at the start.
+                    for block in param.split(size, dim=0):
+                        nn.init.orthogonal_(block)
+                elif name.startswith("weight_ih"):
+                    nn.init.xavier_uniform_(param)
+                else:
+                    param.zero_()
+
+    @property
+    def state_size(self) -> int:
+        """How many tensors the recurrent state holds: 2 for the LSTM, 1 otherwise."""
+        return 2 if self.cfg.cell == "lstm" else 1
+
+    def init_hidden(self, batch_size: int, device: torch.device | str = "cpu") -> Hidden:
+        shape = (self.cfg.num_layers, batch_size, self.cfg.hidden_size)
+        return tuple(torch.zeros(shape, device=device) for _ in range(self.state_size))
+
+    def forward(self, ids: Tensor, hidden: Hidden | None = None) -> tuple[Tensor, Hidden]:
+        """(B, T) ids -> (B, T, V) logits and the hidden state after the last step."""
+        x = self.embed_drop(self.embed(ids.t()))  # (T, B, E)
+        out, hidden = self.rnn(x, _unpack(hidden))  # (T, B, H)
+        logits = self.head(self.drop(out))  # (T, B, V)
+        return logits.transpose(0, 1), _pack(hidden)  # (B, T, V), a view: no copy
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def layer_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One layer's (weight_ih, weight_hh, bias_ih, bias_hh): (G*H, In), (G*H, H), (G*H,), (G*H,), G gate blocks."""
+        return tuple(getattr(self.rnn, f"{name}_l{layer}") for name in LAYER_WEIGHTS)  # type: ignore[return-value]
+
+    def gate_rows(self, gate: str) -> slice:
+        """The rows of `gate`'s block in every weight_ih / weight_hh / bias of the cell."""
+        block, size = GATE_BLOCKS[self.cfg.cell].index(gate), self.cfg.hidden_size
+        return slice(block * size, (block + 1) * size)
+
+
+def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
+    """How many parameters CharRNN(vocab_size, cfg) has, computed without building it."""
+    size, gates = cfg.hidden_size, len(GATE_BLOCKS[cfg.cell])
+    first, rest = gates * size * (cfg.embed_dim + size + 2), gates * size * (2 * size + 2)
+    return vocab_size * cfg.embed_dim + first + (cfg.num_layers - 1) * rest + (size + 1) * vocab_size
+
+
+def training_bytes(vocab_size: int, cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
+    """A rough lower bound on the memory training needs: fp32 weights, gradients and AdamW's two moments,
+    plus the activations one window keeps for backpropagation."""
+    per_step = cfg.embed_dim + cfg.num_layers * cfg.hidden_size * (len(GATE_BLOCKS[cfg.cell]) + 2) + 2 * vocab_size
+    return 4 * (4 * parameter_count(vocab_size, cfg) + batch_size * seq_len * per_step)
+
+
+def _unpack(hidden: Hidden | None) -> Tensor | tuple[Tensor, Tensor] | None:
+    """Our uniform tuple -> what nn.LSTM (a pair) or nn.GRU / nn.RNN (one tensor) take."""
+    if hidden is None or len(hidden) == 2:
+        return hidden
+    return hidden[0]
+
+
+def _pack(hidden: Tensor | tuple[Tensor, Tensor]) -> Hidden:
+    return tuple(hidden) if isinstance(hidden, tuple) else (hidden,)
+
+
+def detach(hidden: Hidden) -> Hidden:
+    """Cut the graph between truncated-BPTT windows, keeping the values (in fp32: under bf16 autocast
+    the fused LSTM hands back a bf16 state, and the carried state and checkpoints stay one dtype)."""
+    return tuple(t.detach().float() for t in hidden)
+
+
+def bpc(nats: float) -> float:
+    """Nats per character -> bits per character."""
+    return nats / math.log(2)
+
+
+def cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """(B, T, V) logits and (B, T) targets -> loss in nats per character."""
+    vocab = logits.shape[-1]
+    # forward() returns a transposed view of time-major logits: transposing back is free.
+    return F.cross_entropy(logits.transpose(0, 1).reshape(-1, vocab).float(), targets.t().reshape(-1),
+                           reduction=reduction)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) inside the block; the previous mode comes back afterwards, even on error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

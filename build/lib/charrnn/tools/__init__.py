@@ -1,0 +1,1 @@
+"""Tools beside the workflows: `charrnn bench` (throughput against a bare PyTorch loop) and ONNX export."""

@@ -1,0 +1,269 @@
+"""The training loop: truncated BPTT with periodic evaluation, samples and checkpoints.
+
+It owns the step, the data position and the hidden state. The loop reads top to bottom like
+nanochat's: each pass first decides whether this is the last step, then runs the once-in-a-while
+phases (log, evaluate, sample, save), then breaks or takes one training step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from charrnn import checkpoint
+from charrnn.config import Config
+from charrnn.data.encoding import load_corpus
+from charrnn.errors import UserError
+from charrnn.evaluation.static import evaluate
+from charrnn.generation.sampling import sample_text
+from charrnn.model import Hidden, bpc
+from charrnn.training import rundir
+from charrnn.training.build import Parts, agreed_run_id, build, check_memory, report_corpus, restore, skip_dir
+from charrnn.training.distributed import World, gather_rng, setup, teardown
+from charrnn.training.lock import hold_run_dir
+from charrnn.training.metrics import MetricsLogger, NullLogger
+from charrnn.training.resume import Resume
+from charrnn.training.state import RunState
+from charrnn.training.step import diverged, train_scalars, train_step
+from charrnn.training.stopping import INTERRUPTS, Stopped, StopSignals, expected_steps, stop_check, stop_reason
+
+SAMPLE_TEMPERATURE = 0.8  # for the samples logged to TensorBoard: cooler than 1, still varied
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    best_val_loss: float
+    val_loss: float | None  # at the end; None when interrupted before a final evaluation
+    stopped_by: str  # max_steps, max_epochs, time_budget, or one of INTERRUPTS
+    run_dir: Path
+    chars_per_sec: float  # training throughput of this session, evaluation and saving excluded
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_by in INTERRUPTS
+
+
+def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite: bool = False,
+          echo: Callable[[str], None] = lambda s: None, progress: bool = True) -> TrainResult:
+    """Train (or resume) a run in `run_dir`; messages go to `echo`, the progress bar to stderr.
+
+    A signal while the corpus is being encoded raises `Stopped` (nothing has been written yet).
+    """
+    run_dir = Path(run_dir)
+    rundir.check_run_dir(run_dir, resume is not None, overwrite)
+    world = setup(cfg.train.device)
+    try:
+        if cfg.train.precision == "fp16" and world.device.type != "cuda":
+            raise UserError(f"train.precision fp16 needs CUDA; use bf16 or fp32 on {world.device}")
+        check_memory(cfg, 1, cfg.train.batch_size // world.size, cfg.train.seq_len, world)  # before encoding
+        echo = echo if world.is_main else (lambda s: None)
+        with hold_run_dir(run_dir, world, echo), StopSignals() as signals:
+            if resume is not None and resume.changed():
+                raise UserError(f"{run_dir}'s last.pt changed while this resume was starting (another trainer was "
+                                "still running); run the same command again")
+            corpus = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include,
+                                 exclude=cfg.data.exclude, skip_dir=skip_dir(run_dir), verify=resume is not None,
+                                 progress=progress and world.is_main, check=signals.check)
+            report_corpus(corpus, echo)
+            parts = build(cfg, world, corpus, echo)
+            if cfg.train.precision == "auto":
+                echo(f"train.precision auto: {parts.precision} on {world.device}")
+            if resume is None:
+                state = RunState(run_id=agreed_run_id(world), corpus_hash=corpus.content_hash)
+                torch.manual_seed(cfg.train.seed + world.rank)  # dropout masks differ between processes
+            else:
+                state = restore(resume, parts, corpus, world, cfg.train, run_dir)
+            if world.is_main:
+                rundir.prepare(run_dir, state.run_id, cfg.to_toml(), fresh=resume is None, overwrite=overwrite)
+            world.barrier()
+            loop = _Loop(cfg, run_dir, world, parts, signals, echo)
+            return loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
+    finally:
+        teardown(world)
+
+
+class _Clock:
+    """Seconds spent inside `running()`: training time, without evaluating, sampling or saving."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds += time.monotonic() - start
+
+
+@dataclass
+class _Session:
+    """What the loop keeps between steps of this session, beside the run's own position (RunState)."""
+
+    state: RunState
+    hidden: Hidden  # this process's streams' carried state
+    first_step: int  # where this session started: before it moves, there is nothing new to log or save
+    wall_start: float  # time.monotonic() at which the run's elapsed time would have been 0
+    clock: _Clock = field(default_factory=_Clock)
+    pending: list[tuple[Tensor, Tensor]] = field(default_factory=list)  # (loss, grad norm) since the last log
+    logged_at: float = 0.0  # clock.seconds at the last log
+    eval_seconds: float = 0.0  # the last evaluation's length: the budget keeps that much for the final one
+    stop: str | None = None  # why the run stops, once it is decided
+
+    @property
+    def moved(self) -> bool:
+        return self.state.step > self.first_step
+
+    def every(self, n: int) -> bool:
+        """Whether this step is one of every `n` (never at the session's first, nor when `n` is 0)."""
+        return self.moved and n > 0 and self.state.step % n == 0
+
+
+class _Loop:
+    """One session of a run, from its start or resume to its stop, and the phases it runs once in a while."""
+
+    def __init__(self, cfg: Config, run_dir: Path, world: World, parts: Parts, signals: StopSignals,
+                 echo: Callable[[str], None]) -> None:
+        self.cfg, self.tc, self.run_dir, self.world, self.parts = cfg, cfg.train, run_dir, world, parts
+        self.signals, self.poll, self.echo = signals, stop_check(signals, world), echo
+        self.epoch_windows = len(parts.train)
+
+    def run(self, state: RunState, *, resumed: bool, progress: bool) -> TrainResult:
+        tc, world, parts = self.tc, self.world, self.parts
+        global_batch = parts.train.batch_size * world.size
+        hidden = (tuple(t[:, world.rows(global_batch)].to(world.device) for t in state.hidden) if state.hidden
+                  else parts.model.init_hidden(parts.train.batch_size, world.device))
+        s = _Session(state, hidden, state.step, time.monotonic() - state.elapsed)
+        self.logger = MetricsLogger(self.run_dir, state.step if resumed else None, warn=self.echo) \
+            if world.is_main else NullLogger()
+        self.bar = tqdm(total=expected_steps(tc, state, self.epoch_windows, None), initial=state.step, unit="step",
+                        disable=not progress, dynamic_ncols=True, desc="train")
+        try:
+            while True:
+                s.state.elapsed = time.monotonic() - s.wall_start
+                s.stop = s.stop or stop_reason(tc, s.state, self.epoch_windows, self.signals, world, s.eval_seconds)
+                last_step, interrupted = s.stop is not None, s.stop in INTERRUPTS
+                self.bar.disable = self.bar.disable or s.stop == "SIGHUP"  # its terminal may be gone
+                # once in a while: the train scalars (always before an evaluation or a save, to catch a NaN). A signal
+                # leaves the partial interval unlogged, so a resumed run logs exactly what an uninterrupted one does.
+                record = self._log_train(s) if s.pending and ((last_step and not interrupted) or any(
+                    map(s.every, (tc.log_every, tc.eval_every, tc.checkpoint_every)))) else {}
+                # once in a while: evaluate (the final evaluation too, unless a signal stopped the run)
+                improved = s.moved and not interrupted and (last_step or s.every(tc.eval_every)) and \
+                    self._evaluate(s, record)
+                last_step = s.stop is not None  # a signal may have abandoned the evaluation
+                if record:
+                    self.logger.log(s.state.step, record)
+                    self.bar.set_postfix_str(_postfix(record, s.state), refresh=False)
+                # once in a while: a sample for TensorBoard (main process only; a signal abandons it)
+                if s.every(tc.sample_every) and world.is_main and s.stop not in INTERRUPTS:
+                    self._sample(s)
+                # save: periodically, on improvement, and at the end
+                if s.moved and (last_step or improved or s.every(tc.checkpoint_every)):
+                    self._save(s, best=improved, periodic=s.every(tc.checkpoint_every) and tc.keep_last > 0)
+                if last_step:
+                    break
+                self._step(s)
+        finally:
+            self.bar.close()
+            self.logger.close()
+        return self._result(s)
+
+    def _step(self, s: _Session) -> None:
+        """One training step, then the data position moves on (a new epoch starts every stream afresh)."""
+        with s.clock.running():
+            loss, norm, s.hidden = train_step(self.parts, self.tc, s.state, s.hidden, self.world)
+        s.pending.append((loss, norm))
+        self.bar.update(1)
+        s.state.step += 1
+        s.state.window += 1
+        if s.state.window == self.epoch_windows:
+            s.state.epoch, s.state.window = s.state.epoch + 1, 0
+            s.hidden = self.parts.model.init_hidden(self.parts.train.batch_size, self.world.device)
+
+    def _log_train(self, s: _Session) -> dict[str, float]:
+        """The train scalars since the last log; the progress bar's total is re-estimated from the speed so far."""
+        record = train_scalars(s.pending, s.clock.seconds - s.logged_at, self.parts, self.tc, s.state, self.world,
+                               self.run_dir)
+        s.pending, s.logged_at = [], s.clock.seconds
+        self.bar.total = expected_steps(self.tc, s.state, self.epoch_windows, self.bar.format_dict["rate"])
+        return record
+
+    def _evaluate(self, s: _Session, record: dict[str, float]) -> bool:
+        """Validate (always in fp32: sample and eval run the fp32 weights so too); whether it is the best yet."""
+        tick = time.monotonic()
+        try:
+            val_loss, _ = evaluate(self.parts.model, self.parts.val, self.world, windows=self.parts.val_windows,
+                                   check=self.poll)
+        except Stopped as e:  # abandoned, so not recorded; the state is still that of the last step
+            s.stop = e.args[0]
+            return False
+        finally:
+            s.eval_seconds = time.monotonic() - tick
+        if not math.isfinite(val_loss):  # the same on every process: the loss was summed over all of them
+            diverged(f"the validation loss became {val_loss} at step {s.state.step}", self.tc, self.run_dir)
+        improved = val_loss < s.state.best_val_loss
+        s.state.val_loss, s.state.best_val_loss = val_loss, min(val_loss, s.state.best_val_loss)
+        record.update({"val/loss": val_loss, "val/bpc": bpc(val_loss)})
+        return improved
+
+    def _sample(self, s: _Session) -> None:
+        try:
+            text = sample_text(self.parts.model, self.parts.vocab, "", self.tc.sample_length, SAMPLE_TEMPERATURE,
+                               self.tc.seed + s.state.step, check=self.signals.check)
+        except Stopped:
+            return  # the next pass of the loop stops the run
+        self.logger.text(s.state.step, "samples", text)
+
+    def _save(self, s: _Session, *, best: bool, periodic: bool) -> None:
+        """Write last.pt (and best.pt, step-N.pt); collective, so every process calls it."""
+        parts, world = self.parts, self.world
+        if not all(bool(p.isfinite().all()) for p in parts.model.parameters()):
+            diverged(f"the weights hold NaN or inf at step {s.state.step}", self.tc, self.run_dir)
+        snapshot = replace(s.state, hidden=tuple(world.gather_rows(t, dim=1).cpu() for t in s.hidden),
+                           rng=gather_rng(world))
+
+        def write(path: Path) -> None:
+            checkpoint.save_run(path, config=self.cfg, vocab=parts.vocab, model=parts.model,
+                                optimizer=parts.optimizer, scaler=parts.scaler, run=snapshot.to_dict())
+
+        if world.is_main:
+            folder = checkpoint.checkpoint_dir(self.run_dir)
+            write(folder / checkpoint.LAST)
+            if best:
+                write(folder / checkpoint.BEST)
+            if periodic:
+                checkpoint.save_periodic(self.run_dir, s.state.step, write, self.tc.keep_last)
+        world.barrier()  # no process may exit (and have torchrun stop the others) while the main one writes
+
+    def _result(self, s: _Session) -> TrainResult:
+        interrupted = s.stop in INTERRUPTS
+        if interrupted:
+            self.echo(f"{s.stop}: saved step {s.state.step} to "
+                      f"{checkpoint.checkpoint_dir(self.run_dir) / checkpoint.LAST}; "
+                      f"continue with: charrnn train --resume {self.run_dir}")
+        chars = (s.state.step - s.first_step) * self.parts.train.batch_size * self.world.size * \
+            self.parts.train.seq_len
+        return TrainResult(s.state.step, s.state.best_val_loss, None if interrupted else s.state.val_loss, s.stop,
+                           self.run_dir, chars / max(s.clock.seconds, 1e-9))
+
+
+def _postfix(scalars: dict[str, float], state: RunState) -> str:
+    parts = []
+    if "train/loss" in scalars:
+        parts.append(f"loss {scalars['train/loss']:.3f}")
+    if state.val_loss is not None:
+        parts.append(f"val {state.val_loss:.3f}")
+    if "train/chars_per_sec" in scalars:
+        parts.append(f"{scalars['train/chars_per_sec']:,.0f} chars/s")
+    return ", ".join(parts)
