@@ -81,8 +81,9 @@ class TrainConfig:
     log_every: int = _opt(10, "log train scalars every N steps", _positive, ">= 1", resumable=True)
     seed: int = _opt(1337, "seed for weights, dropout and sampling", lambda x: 0 <= x < 2**63, "in [0, 2**63)")
     device: str = _opt("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", resumable=True)
-    precision: str = _opt("fp32", "'fp32'; 'bf16' autocast (CUDA, or a CPU with AMX, where the LSTM trains about "
-                          "2x faster); 'fp16' (CUDA only); 'auto': bf16 where the hardware has it, else fp32",
+    precision: str = _opt("fp32", "'fp32'; 'bf16' autocast (CUDA, or a CPU with a bf16 kernel for the cell); 'fp16' "
+                          "(CUDA only); 'auto': bf16 on a CUDA card that has it, and on a CPU whichever of fp32 and "
+                          "bf16 a timed trial of this run's shape finds faster (cached)",
                           lambda x: x in ("fp32", "bf16", "fp16", "auto"), "'fp32', 'bf16', 'fp16' or 'auto'",
                           resumable=True)
 

@@ -30,14 +30,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device, cell: str = "lstm") -> str:
-    """'auto' -> 'bf16' where the hardware runs it natively (a CUDA card with bf16, a CPU with AMX), else 'fp32'."""
+    """'auto' -> 'bf16' on a CUDA card with bf16, and on a CPU that has a bf16 kernel for the cell (training then
+    times both and keeps the faster: `charrnn.training.precision`); 'fp32' elsewhere."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    # On a CPU without AMX tiles, bf16 matmuls are emulated and slower than fp32. The probe is private API.
-    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return "bf16" if device.type == "cpu" and has_amx() and _cpu_runs_bf16(cell) else "fp32"
+    return "bf16" if device.type == "cpu" and _cpu_runs_bf16(cell) else "fp32"
 
 
 def check_precision(precision: str, device: torch.device, cell: str) -> None:

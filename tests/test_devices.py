@@ -69,13 +69,13 @@ def test_auto_on_cuda_is_bf16_where_the_card_has_it(monkeypatch, bf16):
     assert resolve_precision("auto", CUDA) == ("bf16" if bf16 else "fp32")
 
 
-@pytest.mark.parametrize("amx, kernel, expected", [(False, True, "fp32"), (True, True, "bf16"), (True, False, "fp32")])
-def test_auto_on_a_cpu_needs_amx_and_a_bf16_kernel_for_the_cell(monkeypatch, amx, kernel, expected):
+@pytest.mark.parametrize("kernel, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_on_a_cpu_is_bf16_only_where_the_cell_has_a_bf16_kernel(monkeypatch, kernel, expected):
     asked = []
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(devices, "_cpu_runs_bf16", lambda cell: asked.append(cell) or kernel)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: not kernel, raising=False)  # never consulted
     assert resolve_precision("auto", CPU, "gru") == expected
-    assert asked == (["gru"] if amx else [])  # the probe runs only where it could change the answer
+    assert asked == ["gru"]
 
 
 def test_bf16_on_a_cpu_without_a_kernel_for_the_cell_is_one_line(monkeypatch):

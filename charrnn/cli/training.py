@@ -30,7 +30,8 @@ from charrnn.errors import UserError
 @click.option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N (train.device).")
 @click.option("--seed", type=count(0), help="Seed for weights, dropout and samples (train.seed).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]),
-              help="Mixed precision (train.precision): bf16 on CUDA or an AMX CPU, fp16 on CUDA, auto.")
+              help="Mixed precision (train.precision): bf16, fp16 (CUDA only), or auto: on a CPU, the faster of "
+                   "fp32 and bf16 as a timed trial finds.")
 @click.option("--encoding", help="Corpus codec, e.g. latin-1, or 'bytes' for raw bytes (data.encoding).")
 @click.option("--include", multiple=True, metavar="GLOB",
               help="Directory corpus: use only files whose relative path matches, e.g. '*.py'. Repeatable.")

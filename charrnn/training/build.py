@@ -15,12 +15,13 @@ from charrnn.config import Config, TrainConfig
 from charrnn.data.batching import Streams, fit_batch
 from charrnn.data.encoding import Corpus
 from charrnn.data.split import split_ids
-from charrnn.devices import available_memory, check_precision, resolve_precision
+from charrnn.devices import available_memory, check_precision
 from charrnn.errors import UserError
 from charrnn.model import CharRNN, training_bytes
 from charrnn.training import rundir
 from charrnn.training.distributed import World, restore_rng
 from charrnn.training.optim import make_optimizer
+from charrnn.training.precision import Choice, choose_precision
 from charrnn.training.resume import Resume
 from charrnn.training.state import RunState
 from charrnn.training.stopping import limit_reached
@@ -36,6 +37,7 @@ class Parts:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     precision: str  # train.precision with 'auto' resolved for this device: 'fp32', 'bf16' or 'fp16'
+    precision_why: str  # what decided 'auto', for the user
     vocab: Vocab
     train: Streams  # this process's rows
     val: Streams
@@ -57,7 +59,8 @@ def build(cfg: Config, world: World, corpus: Corpus, echo: Callable[[str], None]
     # train.eval_chars caps each validation at the first windows of every stream: the same text every time.
     val_windows = math.ceil(tc.eval_chars / (val_batch * val_seq_len)) if tc.eval_chars else None
     check_memory(cfg, corpus.vocab.size, batch // world.size, seq_len, world)
-    precision = resolve_precision(tc.precision, world.device, cfg.model.cell)
+    choice = _agreed_precision(cfg, corpus.vocab.size, batch // world.size, seq_len, world)
+    precision = choice.precision
     check_precision(precision, world.device, cfg.model.cell)
     torch.manual_seed(tc.seed)  # the same initial weights in every process
     model = CharRNN(corpus.vocab.size, cfg.model).to(world.device)
@@ -71,9 +74,22 @@ def build(cfg: Config, world: World, corpus: Corpus, echo: Callable[[str], None]
         model=model, net=net, optimizer=make_optimizer(model, tc, world.device),
         # cuDNN's LSTM runs in fp16 under autocast even when bf16 is asked for, so both need loss scaling.
         scaler=torch.amp.GradScaler(world.device.type, enabled=world.device.type == "cuda" and precision != "fp32"),
-        precision=precision, vocab=corpus.vocab, train=Streams.of(train_ids, batch, seq_len, world.rows(batch)),
+        precision=precision, precision_why=choice.why, vocab=corpus.vocab,
+        train=Streams.of(train_ids, batch, seq_len, world.rows(batch)),
         val=Streams.of(val_ids, val_batch, val_seq_len, world.rows(val_batch)), val_windows=val_windows,
         reset_offsets=(global_index * max(tc.reset_every, 1) // batch).to(world.device))
+
+
+def _agreed_precision(cfg: Config, vocab_size: int, batch_size: int, seq_len: int, world: World) -> Choice:
+    """train.precision for this run; under DDP the main process measures 'auto' and the others take its word."""
+    tc = cfg.train
+    choice = choose_precision(tc.precision, cfg.model, vocab_size, batch_size, seq_len, world.device) \
+        if world.is_main or tc.precision != "auto" else None
+    if world.enabled and tc.precision == "auto":
+        bf16 = world.agree(int(choice is not None and choice.precision == "bf16"))
+        choice = Choice("bf16" if bf16 else "fp32", choice.why if choice is not None else "")
+    assert choice is not None
+    return choice
 
 
 def check_memory(cfg: Config, vocab_size: int, batch_size: int, seq_len: int, world: World) -> None:

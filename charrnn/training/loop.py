@@ -76,7 +76,8 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
             report_corpus(corpus, echo)
             parts = build(cfg, world, corpus, echo)
             if cfg.train.precision == "auto":
-                echo(f"train.precision auto: {parts.precision} on {world.device}")
+                echo(f"train.precision auto: {parts.precision} on {world.device}"
+                     + (f" ({parts.precision_why})" if parts.precision_why else ""))
             if resume is None:
                 state = RunState(run_id=agreed_run_id(world), corpus_hash=corpus.content_hash)
                 torch.manual_seed(cfg.train.seed + world.rank)  # dropout masks differ between processes

@@ -10,9 +10,10 @@ import torch
 
 from charrnn.checkpoint import load_run
 from charrnn.config import load_config
-from charrnn.devices import _cpu_runs_bf16, resolve_precision
+from charrnn.devices import _cpu_runs_bf16
 from charrnn.errors import UserError
 from charrnn.training import loop, step
+from charrnn.training import precision as precision_mod
 from charrnn.training.loop import train
 from charrnn.training.stopping import Stopped
 from tests.helpers import fast_config, last, read_run, resume, steps_logged
@@ -330,16 +331,29 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path, corpus_file):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("amx, expected", [(False, "fp32"), (True, "bf16")])
-def test_auto_precision_is_bf16_only_on_a_cpu_with_amx(tmp_path, corpus_file, monkeypatch, amx, expected):
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    if not _cpu_runs_bf16("lstm"):
-        expected = "fp32"  # auto never picks a precision this CPU cannot run
-    assert resolve_precision("auto", torch.device("cpu")) == expected
-    messages = []
-    auto = fast_config(corpus_file, "train.precision='auto'", "train.max_steps=10")
-    train(auto, tmp_path / "auto", echo=messages.append)
-    train(fast_config(corpus_file, f"train.precision='{expected}'", "train.max_steps=10"), tmp_path / expected)
-    assert f"train.precision auto: {expected} on cpu" in messages
+@pytest.mark.parametrize("bf16_speed, expected", [(0.6, "fp32"), (1.8, "bf16"), (1.02, "fp32")])
+def test_auto_precision_on_a_cpu_trains_in_the_faster_as_measured(tmp_path, corpus_file, monkeypatch, bf16_speed,
+                                                                   expected):
+    if expected == "bf16" and not _cpu_runs_bf16("gru"):
+        pytest.skip("this CPU has no bf16 GRU kernel to train with")
+    monkeypatch.setattr("charrnn.devices._cpu_runs_bf16", lambda cell: True)  # so that auto measures
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))  # precision.json lives there
+    timed = []
+
+    def seconds(precision, *args):
+        timed.append(precision)
+        return 1.0 if precision == "fp32" else 1.0 / bf16_speed
+
+    monkeypatch.setattr(precision_mod, "_seconds_per_step", seconds)
+    auto = fast_config(corpus_file, "train.precision='auto'", "train.max_steps=10", "model.cell='gru'")
+    for name in ("auto", "again"):
+        messages = []
+        train(auto, tmp_path / name, echo=messages.append)
+        how = "measured" if name == "auto" else "cached"
+        assert f"train.precision auto: {expected} on cpu ({how}: bf16 trains this shape at {bf16_speed:.2f}x " \
+               "fp32's speed)" in messages
+    assert timed == ["fp32", "bf16"]  # measured once; the second run of the same shape read the cache
+    train(fast_config(corpus_file, f"train.precision='{expected}'", "train.max_steps=10", "model.cell='gru'"),
+          tmp_path / expected)
     a, b = weights(tmp_path / "auto"), weights(tmp_path / expected)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # it trained exactly as the precision it picked
