@@ -20,6 +20,9 @@ else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 
+MAX_INT = 2**63 - 1  # the largest count anywhere: checkpoints, TOML and torch all hold 64-bit integers
+
+
 def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "", *,
          resumable: bool = False) -> Any:
     """A config field with its help text, an optional range check (`rule` says it in words), and whether a
@@ -170,7 +173,7 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
 
 
 _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63,
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool) and -MAX_INT - 1 <= v <= MAX_INT,
             "an integer below 2**63 in size"),
     "float": (lambda v: isinstance(v, float) and math.isfinite(v), "a finite number"),
     "str": (lambda v: isinstance(v, str), "a string"),

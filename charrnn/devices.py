@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
+from charrnn.config import MAX_INT
 from charrnn.errors import UserError
 
 
@@ -69,7 +70,7 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
 
 def seeded_generator(device: torch.device | str, seed: int | None) -> torch.Generator:
     """A random generator on `device`: seeded when `seed` is given, else from the OS's entropy."""
-    if seed is not None and not 0 <= seed < 2**63:
+    if seed is not None and not 0 <= seed <= MAX_INT:
         raise UserError(f"--seed must be in [0, 2**63), got {seed}")
     generator = torch.Generator(device=device)
     if seed is None:

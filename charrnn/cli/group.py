@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from charrnn import __version__
+from charrnn.config import MAX_INT, parse_duration
 from charrnn.errors import UserError
 
 
@@ -79,9 +80,6 @@ def refuse_combined(option: str, given: bool, *others: str) -> None:
         raise UserError(f"{option} cannot be combined with {', '.join(clash)}")
 
 
-MAX_INT = 2**63 - 1  # what a count may reach: checkpoints, TOML and torch all hold 64-bit integers
-
-
 def count(minimum: int = 0, maximum: int = MAX_INT) -> click.IntRange:
     """An integer option in [minimum, maximum]; click names the option when a value is outside."""
     return click.IntRange(minimum, maximum)
@@ -105,8 +103,6 @@ class Duration(click.ParamType):
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from charrnn.config import parse_duration
-
         if isinstance(value, float):
             return value
         try:

@@ -46,6 +46,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from charrnn.checkpoint import ModelCheckpoint
+from charrnn.config import MAX_INT
 from charrnn.data.encoding import encode_file, load_corpus, load_model_and_text
 from charrnn.data.split import split_point
 from charrnn.devices import resolve_device
@@ -85,7 +86,7 @@ class DynamicResult:
 
 def check_dynamic_options(segment_len: int, lr: float, decay: float) -> None:
     """Reject hyperparameters that make no sense, naming the option."""
-    if not 1 <= segment_len < 2**63:
+    if not 1 <= segment_len <= MAX_INT:
         raise UserError(f"--segment-len must be >= 1, got {segment_len}")
     if not 0 <= lr < math.inf:  # also false for NaN
         raise UserError(f"--dynamic-lr must be >= 0 and finite, got {lr}")

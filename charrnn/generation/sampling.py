@@ -9,13 +9,13 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from charrnn.config import MAX_INT
 from charrnn.devices import seeded_generator
 from charrnn.errors import UserError
 from charrnn.generation.stepper import Stepper, unstack
 from charrnn.model import CharRNN, Hidden, eval_mode
 from charrnn.vocab import Vocab
 
-MAX_INT = 2**63 - 1
 MAX_SAMPLES = 10_000  # streams generated together; each carries its own state
 PRIME_CHUNK = 65_536  # prime characters per fused call: a bounded call, still long enough to cost nothing
 

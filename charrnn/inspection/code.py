@@ -110,33 +110,29 @@ def _string(text: str, i: int, language: str, string: np.ndarray) -> int:
     return j
 
 
+def code_probes(text: str, language: str | None) -> dict[str, np.ndarray]:
+    """in_string, in_if and if_body_depth of `text`, from one pass of the tokenizer (all zero for prose)."""
+    if language is None:
+        return {name: np.zeros(len(text), np.int64) for name in ("in_string", "in_if", "if_body_depth")}
+    string, comment = lexical_classes(text, language)
+    code = (string == 0) & (comment == 0)
+    condition, depth = (_c_ifs if language == C else _python_ifs)(text, code)
+    return {"in_string": string, "in_if": condition, "if_body_depth": depth}
+
+
 def in_string(text: str, language: str | None) -> np.ndarray:
     """1 inside a string literal of `language`, see the module doc."""
-    if language is None:
-        return np.zeros(len(text), np.int64)
-    return lexical_classes(text, language)[0]
+    return code_probes(text, language)["in_string"]
 
 
 def in_if(text: str, language: str | None) -> np.ndarray:
     """1 inside an if's condition, see the module doc."""
-    return _if_structure(text, language)[0]
+    return code_probes(text, language)["in_if"]
 
 
 def if_body_depth(text: str, language: str | None) -> np.ndarray:
     """How many if-blocks enclose each character, see the module doc."""
-    return _if_structure(text, language)[1]
-
-
-def _if_structure(text: str, language: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(in_if, if_body_depth) of `text`."""
-    zeros = np.zeros(len(text), np.int64)
-    if language is None:
-        return zeros, zeros.copy()
-    string, comment = lexical_classes(text, language)
-    code = (string == 0) & (comment == 0)
-    if language == C:
-        return _c_ifs(text, code)
-    return _python_ifs(text, code)
+    return code_probes(text, language)["if_body_depth"]
 
 
 def _keyword_at(text: str, i: int, word: str, code: np.ndarray) -> bool:

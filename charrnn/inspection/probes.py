@@ -44,7 +44,7 @@ import numpy as np
 
 from charrnn.errors import UserError
 from charrnn.inspection.activations import Activations
-from charrnn.inspection.code import if_body_depth, in_if, in_string
+from charrnn.inspection.code import code_probes
 
 BINARY, COUNTER = "binary", "counter"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -177,11 +177,7 @@ def regex_values(pattern: re.Pattern[str], text: str) -> np.ndarray:
     return out
 
 
-CODE: dict[str, tuple[str, Callable[[str, str | None], np.ndarray]]] = {
-    "in_string": (BINARY, in_string),
-    "in_if": (BINARY, in_if),
-    "if_body_depth": (COUNTER, if_body_depth),
-}
+CODE = {"in_string": BINARY, "in_if": BINARY, "if_body_depth": COUNTER}  # see charrnn.inspection.code
 
 
 def make_probes(text: str, user: dict[str, re.Pattern[str]] | None = None, language: str | None = None,
@@ -192,7 +188,8 @@ def make_probes(text: str, user: dict[str, re.Pattern[str]] | None = None, langu
     starts inside a docstring must know it does.
     """
     probes = [Probe(name, kind, fn(text)) for name, (kind, fn) in BUILTIN.items()]
-    probes += [Probe(name, kind, fn(before + text, language)[len(before) :]) for name, (kind, fn) in CODE.items()]
+    code = code_probes(before + text, language)  # one pass of the tokenizer for all three
+    probes += [Probe(name, kind, code[name][len(before) :]) for name, kind in CODE.items()]
     return probes + [Probe(name, BINARY, regex_values(pattern, text)) for name, pattern in (user or {}).items()]
 
 
