@@ -76,18 +76,20 @@ def visualize(checkpoint: Path, text_file: Path, *, chars: int = DEFAULT_CHARS, 
     sample = text if len(text) >= GUESS_CHARS else loaded.vocab.decode(ids[:GUESS_CHARS].tolist())
     language = language_of(text_file, sample, language)  # guessed from more of the file than a short window
     before = loaded.vocab.decode(ids[:offset].tolist()) if language is not None else ""
-    acts, probes, results = probe_text(loaded.model, window, text, language, user_probes, prefix, before)
+    acts, probes, results = probe_text(loaded.model, window, text, language, user_probes, prefix, before, state)
     return Visualization(loaded.path, Path(text_file), loaded.model, loaded.vocab, text, window, offset, skipped,
                          state, acts, _surprisal(acts.probs, window, first), language, probes, results)
 
 
 def probe_text(model: CharRNN, ids: np.ndarray, text: str, language: str | None,
                user_probes: dict[str, re.Pattern[str]] | None = None,
-               prefix: np.ndarray | None = None, before: str = "") -> tuple[Activations, list[Probe], list[Result]]:
-    """The model's activations over `text` (its `ids`, read after `prefix`), and every probe's ranking beside
-    the random-init control's, largest margin first; `before` is the file's text before `text`."""
+               prefix: np.ndarray | None = None, before: str = "",
+               state: Hidden | None = None) -> tuple[Activations, list[Probe], list[Result]]:
+    """The model's activations over `text` (its `ids`, read after `prefix`, which left it in `state` when the
+    caller has warmed it already), and every probe's ranking beside the random-init control's, largest margin
+    first; `before` is the file's text before `text`."""
     prefix = np.zeros(0, np.int64) if prefix is None else prefix
-    acts = record(model, ids, _warm(model, prefix)[0])
+    acts = record(model, ids, state if state is not None else _warm(model, prefix)[0])
     control_model = _control(model)
     control = record(control_model, ids, _warm(control_model, prefix)[0], dtype=np.float16)  # half the memory
     probes = make_probes(text, user_probes, language, before)

@@ -92,7 +92,7 @@ def hold_run_dir(run_dir: Path, world: World, warn: Callable[[str], None]) -> It
         except UserError as e:
             lock, failure = None, e
     if world.agree(int(failure is not None)):  # the other processes learn of it here, instead of hanging
-        raise failure or UserError(f"{run_dir} is in use by another trainer (the main process says who)")
+        raise failure or UserError(f"the main process could not lock {run_dir}; it says why")
     try:
         yield
     finally:

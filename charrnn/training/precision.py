@@ -41,8 +41,9 @@ def choose_precision(precision: str, model_cfg: ModelConfig, vocab_size: int, ba
     """The precision a run trains in: `precision` itself unless it is 'auto'."""
     resolved = resolve_precision(precision, device, model_cfg.cell)
     if precision != "auto" or device.type != "cpu" or resolved == "fp32":
-        why = "" if precision != "auto" else ("the card runs bf16" if resolved == "bf16" else
-                                              "no bf16 kernel for this cell here")
+        reasons = {"cuda": {"bf16": "the card runs bf16", "fp32": "the card has no bf16"},
+                   "cpu": {"fp32": "no bf16 kernel for this cell on this CPU"}}
+        why = reasons.get(device.type, {}).get(resolved, "") if precision == "auto" else ""
         return Choice(resolved, why)
     key = json.dumps([_cpu_name(), torch.__version__, torch.get_num_threads(), model_cfg.cell, model_cfg.num_layers,
                       model_cfg.hidden_size, model_cfg.embed_dim, vocab_size, batch_size, seq_len])
