@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -32,6 +32,7 @@ from charrnn.model import CharRNN, bpc
 from charrnn.vocab import Vocab
 
 if TYPE_CHECKING:
+    from charrnn.evaluation.corpus import Copy
     from charrnn.inspection.activations import Activations
     from charrnn.inspection.probes import Result as ProbeResult
     from charrnn.training.loop import TrainResult
@@ -51,6 +52,7 @@ class CharModel:
     vocab: Vocab
     config: Config
     path: Path | None = None  # the checkpoint it was loaded from
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False)  # what the first copy check loads
 
     @property
     def device(self) -> torch.device:
@@ -124,6 +126,16 @@ class CharModel:
         ids = np.asarray(self.vocab.encode(text), dtype=np.int64)
         language = language if language is not None else guess_language(text)
         return probe_text(self.model, ids, text, language)[2]
+
+    def copies(self, text: str) -> Copy:
+        """How much of `text` the training corpus holds verbatim: the longest copied span (file and offset) and the
+        share of its 20-character windows found there. The corpus is read (and its index built) on the first call.
+        """
+        from charrnn.evaluation.corpus import CorpusCopies, run_corpus
+
+        if "copies" not in self._cache:
+            self._cache["copies"] = CorpusCopies(run_corpus(self.config, self.vocab, "the copy check reads"))
+        return self._cache["copies"].check(np.asarray(self.vocab.encode(text), dtype=np.int64))
 
     def read_text(self, path: str | Path) -> tuple[str, int]:
         """A text file decoded as the model's corpus was; characters outside the vocabulary are dropped and counted."""

@@ -186,7 +186,11 @@ def _upgrade_v1(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _config(state: dict[str, Any], path: Path) -> Config:
+    config = state["config"]
+    if isinstance(config, dict) and isinstance(config.get("data"), dict) and "split" not in config["data"]:
+        # Saved before data.split existed, when every run held out the corpus's tail.
+        config = {**config, "data": {**config["data"], "split": "tail"}}
     try:
-        return from_dict(state["config"])
+        return from_dict(config)
     except UserError as e:
         raise UserError(f"{path} holds a config this charrnn cannot use: {e}") from None

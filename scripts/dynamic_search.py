@@ -3,7 +3,7 @@
     .venv/bin/python scripts/dynamic_search.py RUN_DIR [--chars N] [--segment-lens 25,50,100]
         [--lrs 1e-4,3e-4,1e-3] [--decays 0,0.01,0.03]
 
-Scores the validation split (the last data.val_fraction of the run's corpus, exactly as training
+Scores the validation split (the one the run recorded in data.split, exactly as training
 held it out) statically, then dynamically for every combination, and prints a Markdown table,
 best first. The gradient statistics come from the end of the training split, as `charrnn eval
 --dynamic` gathers them. Losses do not depend on the machine's load; the seconds do.
@@ -21,7 +21,7 @@ import torch
 
 from charrnn.checkpoint import load_model
 from charrnn.data.encoding import load_corpus
-from charrnn.data.split import split_ids
+from charrnn.data.split import split_of
 from charrnn.evaluation.dynamic import STATS_CHARS, dynamic_evaluate, gradient_stats, training_ids
 from charrnn.model import cross_entropy
 from charrnn.training import rundir
@@ -45,7 +45,7 @@ def main() -> None:
     data = loaded.config.data
     corpus = load_corpus(Path(data.path), data.encoding, include=data.include, exclude=data.exclude,
                          skip_dir=rundir.is_run_dir)
-    _, val = split_ids(corpus.ids, data.val_fraction)
+    val = split_of(corpus, data).val
     val = torch.from_numpy((val[: args.chars + 1] if args.chars else val).astype(np.int64))
     with torch.no_grad():
         logits, _ = loaded.model(val[None, :-1])

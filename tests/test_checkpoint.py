@@ -171,3 +171,12 @@ def test_describe_names_the_cell_and_progress(tmp_path):
     assert "cell:        lstm (1 x 8)" in text
     assert "step:        7 (epoch 1, window 2)" in text
     assert "best val:    1.2500 nats/char" in text
+
+
+def test_a_checkpoint_from_before_data_split_reads_as_the_tail_rule_it_was_trained_with(tmp_path):
+    save(tmp_path / "c.pt")
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    del state["config"]["data"]["split"]
+    torch.save(state, tmp_path / "old.pt")
+    assert load_run(tmp_path / "old.pt").config.data.split == "tail"
+    assert load_model(tmp_path / "old.pt").config.data.split == "tail"

@@ -55,7 +55,7 @@ def test_sample_options_and_several_samples(tiny_run):
 
 def test_eval_json_and_text(tiny_run, corpus_file):
     data = json.loads(run_cli("eval", tiny_run, corpus_file, "--json").stdout)
-    assert set(data) == {"loss", "bpc", "chars", "skipped"}
+    assert set(data) == {"loss", "bpc", "chars", "skipped", "baselines"}
     assert data["bpc"] == pytest.approx(data["loss"] / 0.6931471805599453)
     assert 0 < data["loss"] < 5
     assert data["chars"] > 15_000

@@ -63,6 +63,7 @@ def visualize(checkpoint: Path, text_file: Path, out: Path | None, json_file: Pa
                         language=language)
     if vis.skipped:
         note(f"skipped {vis.skipped:,} characters that are not in the model's vocabulary")
+    _say_split(vis.config, vis.vocab, text_file)
     note(f"the code probes read {text_file} as {vis.language or 'prose (no code probes; --lang sets a language)'}; "
          "probes sorted by margin, score - control")
     for result in vis.results:
@@ -107,3 +108,14 @@ def bench(corpus: Path | None, shapes: str, batch_size: int, seq_len: int, steps
     click.echo(format_table(result))
     if json_file is not None:
         write_atomic(json_file, json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+def _say_split(config: Any, vocab: Any, text_file: Path) -> None:
+    """Whether the run trained on TEXT_FILE: cells read on text they were fitted on can flatter the model."""
+    from charrnn.evaluation.corpus import held_out_share
+
+    share = held_out_share(config, vocab, text_file)
+    if share is not None:
+        side = ("held out for validation" if share == 1 else "in the training split" if share == 0
+                else f"{share:.0%} held out for validation, the rest in the training split")
+        note(f"{text_file} is part of the run's corpus: {side} (data.split = '{config.data.split}')")

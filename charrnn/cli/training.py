@@ -71,6 +71,12 @@ def train(corpus: Path | None, run_dir: Path | None, config_file: Path | None, o
         sys.exit(SIGNAL_EXIT[result.stopped_by])
     note(f"stopped by {result.stopped_by} at step {result.step}: val loss {result.val_loss:.4f} nats/char "
          f"({bpc(result.val_loss):.3f} bpc), best {result.best_val_loss:.4f}; checkpoints in {run_dir / 'checkpoints'}")
+    if result.baselines is not None:
+        from charrnn.evaluation.static import summary
+
+        note(f"on the validation text: {summary(bpc(result.val_loss), result.baselines)}")
+        for line in result.baselines.notes:
+            note(line)
 
 
 def _corpus_path(corpus: Path | None) -> str | None:

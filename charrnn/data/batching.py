@@ -67,6 +67,11 @@ class Streams:
     def chars_per_epoch(self) -> int:
         return self.batch_size * (self.data.shape[1] - 1)
 
+    def read_ids(self, windows: int | None = None) -> np.ndarray:
+        """The ids that the first `windows` windows (all when None) read, stream after stream, as one array."""
+        columns = self.data.shape[1] if windows is None else min(windows * self.seq_len + 1, self.data.shape[1])
+        return self.data[:, :columns].ravel()
+
     def window(self, index: int) -> tuple[Tensor, Tensor]:
         """Inputs and next-char targets of window `index`, as int64 tensors (B, T)."""
         start = index * self.seq_len

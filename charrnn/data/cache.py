@@ -25,7 +25,7 @@ from charrnn.errors import UserError
 from charrnn.files import pid_alive
 from charrnn.vocab import dtype_for
 
-FORMAT = 3  # bump whenever the entry layout changes: older entries are then rebuilt
+FORMAT = 4  # bump whenever the entry layout changes: older entries are then rebuilt
 _VALIDATE_BYTES = 16 << 20  # read ids in pieces this big to check their range, without mapping them all
 _TMP, _TRASH = ".tmp-", ".trash-"
 
@@ -159,8 +159,10 @@ def _store_private(meta: dict[str, Any], write: Callable[[Path], None]) -> Entry
 
 
 def _meta_ok(meta: dict[str, Any]) -> bool:
-    types = {"chars": str, "byte_level": bool, "length": int, "hash": str, "files": list, "skipped": list}
-    return all(isinstance(meta.get(name), kind) for name, kind in types.items())
+    types = {"chars": str, "byte_level": bool, "length": int, "hash": str, "files": list, "lengths": list,
+             "skipped": list}
+    return (all(isinstance(meta.get(name), kind) for name, kind in types.items())
+            and len(meta["lengths"]) == len(meta["files"]) and sum(meta["lengths"]) == meta["length"])
 
 
 def _max_id(path: Path, ids: np.ndarray) -> int:

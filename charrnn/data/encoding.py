@@ -13,7 +13,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,14 @@ class Corpus:
     cached: bool = True  # False when the cache dir could not be written
     encode_seconds: float = 0.0  # 0 when it came from the cache
     size_bytes: int = 0
+    file_names: tuple[str, ...] = ()  # the files used, relative to `path` (a single file: its name)
+    file_starts: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))  # (files + 1,) offsets in ids
+    cache_path: Path | None = None  # its cache entry's directory; None when it lives in a private temp file
+
+    def locate(self, position: int) -> tuple[str, int]:
+        """The file that holds corpus id `position`, and the character offset in it."""
+        index = int(np.searchsorted(self.file_starts, position, side="right")) - 1
+        return self.file_names[index], position - int(self.file_starts[index])
 
 
 def _codepoints(piece: Piece) -> np.ndarray:
@@ -96,10 +104,10 @@ class _BackgroundHash:
 
 
 def _scan(files: list[Path], encoding: str, single: bool, bar: tqdm,
-          check: Callable[[], None]) -> tuple[Vocab, int, str, list[int], list[str]]:
-    """Pass 1: vocabulary, length, content hash, and which files are usable (by index)."""
+          check: Callable[[], None]) -> tuple[Vocab, list[int], str, list[int], list[str]]:
+    """Pass 1: vocabulary, each usable file's length, content hash, and which files are usable (by index)."""
     alphabet = _Alphabet()
-    total, digest, used, skipped = 0, hashlib.blake2b(digest_size=16), [], []
+    lengths, digest, used, skipped = [], hashlib.blake2b(digest_size=16), [], []
     with ThreadPoolExecutor(1) as pool:
         for index, f in enumerate(files):
             file_alphabet, file_hash, n = _Alphabet(), _BackgroundHash(pool), 0
@@ -120,11 +128,11 @@ def _scan(files: list[Path], encoding: str, single: bool, bar: tqdm,
                 skipped.append(f"{f.name}: {str(e).split(';')[0]}")
                 continue
             alphabet.seen |= file_alphabet.seen
-            total += n
+            lengths.append(n)
             digest.update(file_hash.digest())
             used.append(index)
     vocab = Vocab.bytes() if encoding == BYTES else Vocab("".join(map(chr, np.flatnonzero(alphabet.seen))))
-    return vocab, total, digest.hexdigest(), used, skipped
+    return vocab, lengths, digest.hexdigest(), used, skipped
 
 
 def content_hash(files: list[Path], check: Callable[[], None] = lambda: None) -> str:
@@ -194,8 +202,10 @@ def load_corpus(path: Path, encoding: str = "utf-8", *, include: Sequence[str] =
     meta = entry.meta
     if meta["skipped"]:
         notes.insert(0, f"skipped {len(meta['skipped'])} binary or undecodable file(s), e.g. {meta['skipped'][0]}")
+    names = tuple(files[i].relative_to(path).as_posix() for i in meta["files"]) if path.is_dir() else (path.name,)
+    starts = np.concatenate([[0], np.cumsum(meta["lengths"], dtype=np.int64)])
     return Corpus(path, entry.ids, Vocab(meta["chars"], meta["byte_level"]), meta["hash"], len(meta["files"]),
-                  tuple(notes), entry.cached, seconds, size)
+                  tuple(notes), entry.cached, seconds, size, names, starts, entry_path if entry.cached else None)
 
 
 def _cached(entry_path: Path, files: list[Path], verify: bool, check: Callable[[], None],
@@ -218,12 +228,13 @@ def _encode(path: Path, files: list[Path], encoding: str, entry_path: Path, size
             check: Callable[[], None]) -> cache.Entry:
     """Both passes over the files, stored as a cache entry."""
     with _bar("scan", size, progress) as bar:
-        vocab, total, digest, used, skipped = _scan(files, encoding, path.is_file(), bar, check)
+        vocab, lengths, digest, used, skipped = _scan(files, encoding, path.is_file(), bar, check)
+    total = sum(lengths)
     if total == 0:
         what = f"{path} is empty" if path.is_file() else f"directory {path} holds no text files"
         raise UserError(what + (f" ({len(skipped)} binary or undecodable skipped)" if skipped else ""))
     meta = {"format": cache.FORMAT, "chars": vocab.chars, "byte_level": vocab.byte_level, "length": total,
-            "hash": digest, "files": used, "skipped": skipped}
+            "hash": digest, "files": used, "lengths": lengths, "skipped": skipped}
     with _bar("encode", size, progress) as bar:
         return cache.store(entry_path, meta, lambda out: _write_ids([files[i] for i in used], encoding, vocab,
                                                                      total, out, bar, check), _vocab_size)

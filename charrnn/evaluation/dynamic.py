@@ -47,12 +47,12 @@ from tqdm import tqdm
 
 from charrnn.checkpoint import ModelCheckpoint
 from charrnn.config import MAX_INT
-from charrnn.data.encoding import encode_file, load_corpus, load_model_and_text
-from charrnn.data.split import split_point
+from charrnn.data.encoding import encode_file, load_model_and_text
+from charrnn.data.split import split_of
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
+from charrnn.evaluation.corpus import run_corpus
 from charrnn.model import CharRNN, bpc, cross_entropy, detach
-from charrnn.training import rundir
 
 STATS_CHARS = 20_000  # training characters behind the gradient statistics: a few seconds' work
 RMS_FLOOR = 0.1
@@ -189,17 +189,10 @@ def training_ids(loaded: ModelCheckpoint, stats_text: Path | None, chars: int) -
         if len(ids) < 2:
             raise UserError(f"--stats-text {stats_text} holds too few characters the model knows")
         return torch.from_numpy(ids[-(chars + 1) :].astype(np.int64))
-    data = loaded.config.data
-    where = f"the checkpoint's training corpus {data.path or '(none recorded)'}"
-    if not data.path or not Path(data.path).exists():
-        raise UserError(f"dynamic evaluation gathers gradient statistics from {where}, which is not there; "
+    corpus = run_corpus(loaded.config, loaded.vocab, "dynamic evaluation gathers gradient statistics from",
                         "give --stats-text FILE, a text like the one it was trained on")
-    corpus = load_corpus(Path(data.path), data.encoding, include=data.include, exclude=data.exclude,
-                         skip_dir=rundir.is_run_dir)
-    if corpus.vocab != loaded.vocab:
-        raise UserError(f"{where} has changed since training (its vocabulary differs); give --stats-text FILE")
-    split = split_point(len(corpus.ids), data.val_fraction)
-    return torch.from_numpy(corpus.ids[max(0, split - chars - 1) : split].astype(np.int64))
+    train = split_of(corpus, loaded.config.data).train
+    return torch.from_numpy(train[-(chars + 1) :].astype(np.int64))
 
 
 def dynamic_evaluate_file(checkpoint: Path, text_file: Path, device: str, *, segment_len: int, lr: float, decay: float,

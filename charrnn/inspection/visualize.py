@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from charrnn.checkpoint import checkpoint_dir, resolve
+from charrnn.config import Config
 from charrnn.data.encoding import load_model_and_text
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
@@ -41,6 +42,7 @@ class Visualization:
     text_file: Path
     model: CharRNN
     vocab: Vocab
+    config: Config  # the run's, which says what its corpus and split were
     text: str
     ids: np.ndarray  # (T,) the text's ids
     offset: int  # where the text starts in the file, in characters the model knows
@@ -77,7 +79,8 @@ def visualize(checkpoint: Path, text_file: Path, *, chars: int = DEFAULT_CHARS, 
     language = language_of(text_file, sample, language)  # guessed from more of the file than a short window
     before = loaded.vocab.decode(ids[:offset].tolist()) if language is not None else ""
     acts, probes, results = probe_text(loaded.model, window, text, language, user_probes, prefix, before, state)
-    return Visualization(loaded.path, Path(text_file), loaded.model, loaded.vocab, text, window, offset, skipped,
+    return Visualization(loaded.path, Path(text_file), loaded.model, loaded.vocab, loaded.config, text, window, offset,
+                         skipped,
                          state, acts, _surprisal(acts.probs, window, first), language, probes, results)
 
 

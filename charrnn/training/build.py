@@ -14,7 +14,7 @@ from torch import Tensor
 from charrnn.config import Config, TrainConfig
 from charrnn.data.batching import Streams, fit_batch
 from charrnn.data.encoding import Corpus
-from charrnn.data.split import split_ids
+from charrnn.data.split import Split
 from charrnn.devices import available_memory, check_precision
 from charrnn.errors import UserError
 from charrnn.model import CharRNN, training_bytes
@@ -45,19 +45,41 @@ class Parts:
     reset_offsets: Tensor  # (B,) each stream's phase for train.reset_every
 
 
-def build(cfg: Config, world: World, corpus: Corpus, echo: Callable[[str], None]) -> Parts:
-    """Split the corpus into streams and build the model, optimizer and loss scaler."""
-    tc = cfg.train
-    train_ids, val_ids = split_ids(corpus.ids, cfg.data.val_fraction)
-    if tc.batch_size % world.size:
-        raise UserError(f"train.batch_size {tc.batch_size} must be divisible by the {world.size} processes")
-    batch, seq_len, warning = fit_batch(len(train_ids), tc.batch_size, tc.seq_len, "train", world.size)
-    val_batch, val_seq_len, val_warning = fit_batch(len(val_ids), batch, seq_len, "validation", world.size)
-    for w in (warning, val_warning):
-        if w:
-            echo("warning: " + w)
+@dataclass(frozen=True)
+class StreamShapes:
+    """How a split is cut into streams: training's batch and window, and validation's."""
+
+    batch: int
+    seq_len: int
+    val_batch: int
+    val_seq_len: int
+    val_windows: int | None  # validation scores this many windows of every stream (train.eval_chars); None: all
+    warnings: tuple[str, ...]
+
+    def val_streams(self, split: Split, rows: slice = slice(None)) -> Streams:
+        """The validation streams, as every evaluation of the run reads them."""
+        return Streams.of(split.val, self.val_batch, self.val_seq_len, rows)
+
+
+def stream_shapes(tc: TrainConfig, split: Split, processes: int = 1) -> StreamShapes:
+    """The batch and window that fit the split (shrunk, with a warning, when it is short)."""
+    if tc.batch_size % processes:
+        raise UserError(f"train.batch_size {tc.batch_size} must be divisible by the {processes} processes")
+    batch, seq_len, warning = fit_batch(len(split.train), tc.batch_size, tc.seq_len, "train", processes)
+    val_batch, val_seq_len, val_warning = fit_batch(len(split.val), batch, seq_len, "validation", processes)
     # train.eval_chars caps each validation at the first windows of every stream: the same text every time.
     val_windows = math.ceil(tc.eval_chars / (val_batch * val_seq_len)) if tc.eval_chars else None
+    warnings = tuple(w for w in (warning, val_warning) if w)
+    return StreamShapes(batch, seq_len, val_batch, val_seq_len, val_windows, warnings)
+
+
+def build(cfg: Config, world: World, corpus: Corpus, split: Split, echo: Callable[[str], None]) -> Parts:
+    """Cut the split corpus into streams and build the model, optimizer and loss scaler."""
+    tc = cfg.train
+    shapes = stream_shapes(tc, split, world.size)
+    for w in shapes.warnings:
+        echo("warning: " + w)
+    batch, seq_len = shapes.batch, shapes.seq_len
     check_memory(cfg, corpus.vocab.size, batch // world.size, seq_len, world)
     choice = _agreed_precision(cfg, corpus.vocab.size, batch // world.size, seq_len, world)
     precision = choice.precision
@@ -75,8 +97,8 @@ def build(cfg: Config, world: World, corpus: Corpus, echo: Callable[[str], None]
         # cuDNN's LSTM runs in fp16 under autocast even when bf16 is asked for, so both need loss scaling.
         scaler=torch.amp.GradScaler(world.device.type, enabled=world.device.type == "cuda" and precision != "fp32"),
         precision=precision, precision_why=choice.why, vocab=corpus.vocab,
-        train=Streams.of(train_ids, batch, seq_len, world.rows(batch)),
-        val=Streams.of(val_ids, val_batch, val_seq_len, world.rows(val_batch)), val_windows=val_windows,
+        train=Streams.of(split.train, batch, seq_len, world.rows(batch)),
+        val=shapes.val_streams(split, world.rows(shapes.val_batch)), val_windows=shapes.val_windows,
         reset_offsets=(global_index * max(tc.reset_every, 1) // batch).to(world.device))
 
 

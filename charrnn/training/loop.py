@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -21,12 +22,24 @@ from tqdm import tqdm
 from charrnn import checkpoint
 from charrnn.config import Config
 from charrnn.data.encoding import load_corpus
+from charrnn.data.split import split_of
 from charrnn.errors import UserError
-from charrnn.evaluation.static import evaluate
+from charrnn.evaluation.baselines import Baselines
+from charrnn.evaluation.corpus import CorpusCopies
+from charrnn.evaluation.static import baselines_of, evaluate
 from charrnn.generation.sampling import sample_text
 from charrnn.model import Hidden, bpc
 from charrnn.training import rundir
-from charrnn.training.build import Parts, agreed_run_id, build, check_memory, report_corpus, restore, skip_dir
+from charrnn.training.build import (
+    Parts,
+    agreed_run_id,
+    build,
+    check_memory,
+    report_corpus,
+    restore,
+    skip_dir,
+    stream_shapes,
+)
 from charrnn.training.distributed import World, gather_rng, setup, teardown
 from charrnn.training.lock import hold_run_dir
 from charrnn.training.metrics import MetricsLogger, NullLogger
@@ -46,6 +59,7 @@ class TrainResult:
     stopped_by: str  # max_steps, max_epochs, time_budget, or one of INTERRUPTS
     run_dir: Path
     chars_per_sec: float  # training throughput of this session, evaluation and saving excluded
+    baselines: Baselines | None = None  # simple baselines on the final validation's text (train.baselines)
 
     @property
     def interrupted(self) -> bool:
@@ -74,7 +88,10 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
                                  exclude=cfg.data.exclude, skip_dir=skip_dir(run_dir), verify=resume is not None,
                                  progress=progress and world.is_main, check=signals.check)
             report_corpus(corpus, echo)
-            parts = build(cfg, world, corpus, echo)
+            split = split_of(corpus, cfg.data)
+            cfg = cfg.with_overrides((), {"data.split": split.rule})  # the rule 'auto' chose, as the record says
+            echo(split.describe())
+            parts = build(cfg, world, corpus, split, echo)
             if cfg.train.precision == "auto":
                 echo(f"train.precision auto: {parts.precision} on {world.device}"
                      + (f" ({parts.precision_why})" if parts.precision_why else ""))
@@ -86,8 +103,13 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
             if world.is_main:
                 rundir.prepare(run_dir, state.run_id, cfg.to_toml(), fresh=resume is None, overwrite=overwrite)
             world.barrier()
-            loop = _Loop(cfg, run_dir, world, parts, signals, echo)
-            return loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
+            loop = _Loop(cfg, run_dir, world, parts, signals, echo, CorpusCopies(corpus))
+            result = loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
+            if world.is_main and cfg.train.baselines and result.val_loss is not None:
+                shapes = stream_shapes(cfg.train, split)  # every process's rows: the text the final figure scored
+                scored = shapes.val_streams(split).read_ids(shapes.val_windows)
+                result = replace(result, baselines=baselines_of(split.train, scored, corpus.vocab))
+            return result
     finally:
         teardown(world)
 
@@ -134,7 +156,8 @@ class _Loop:
     """One session of a run, from its start or resume to its stop, and the phases it runs once in a while."""
 
     def __init__(self, cfg: Config, run_dir: Path, world: World, parts: Parts, signals: StopSignals,
-                 echo: Callable[[str], None]) -> None:
+                 echo: Callable[[str], None], copies: CorpusCopies) -> None:
+        self.copies = copies  # the samples' copy check against the corpus
         self.cfg, self.tc, self.run_dir, self.world, self.parts = cfg, cfg.train, run_dir, world, parts
         self.signals, self.poll, self.echo = signals, stop_check(signals, world), echo
         self.epoch_windows = len(parts.train)
@@ -224,7 +247,10 @@ class _Loop:
                                self.tc.seed + s.state.step, check=self.signals.check)
         except Stopped:
             return  # the next pass of the loop stops the run
-        self.logger.text(s.state.step, "samples", text)
+        copy = self.copies.check(np.asarray(self.parts.vocab.encode(text)))
+        self.logger.log(s.state.step, {"samples/longest_copy": copy.longest,
+                                       "samples/copied_windows": copy.copied_windows}, jsonl=False)
+        self.logger.text(s.state.step, "samples", f"{text}\n\n({copy.describe()})")
 
     def _save(self, s: _Session, *, best: bool, periodic: bool) -> None:
         """Write last.pt (and best.pt, step-N.pt); collective, so every process calls it."""

@@ -29,11 +29,11 @@ class MetricsLogger:
         self.tb = self._guard("TensorBoard", lambda: SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge))
         self.jsonl = self._guard("metrics.jsonl", lambda: open(self.jsonl_path, "a", encoding="utf-8"))  # noqa: SIM115
 
-    def log(self, step: int, scalars: dict[str, float]) -> None:
-        """One JSON line and one TensorBoard scalar per value, all for `step`."""
+    def log(self, step: int, scalars: dict[str, float], *, jsonl: bool = True) -> None:
+        """One TensorBoard scalar per value and (with `jsonl`) one JSON line, all for `step`."""
         if self.tb is not None:
             self._guard("TensorBoard", lambda: [self.tb.add_scalar(t, v, step) for t, v in scalars.items()])
-        if self.jsonl is not None:
+        if jsonl and self.jsonl is not None:
             self._guard("metrics.jsonl", lambda: (self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n"),
                                                   self.jsonl.flush()))
 
@@ -67,7 +67,7 @@ class MetricsLogger:
 class NullLogger:
     """What processes other than the main one log to: nothing."""
 
-    def log(self, step: int, scalars: dict[str, float]) -> None:
+    def log(self, step: int, scalars: dict[str, float], *, jsonl: bool = True) -> None:
         pass
 
     def text(self, step: int, tag: str, text: str) -> None:

@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
+from charrnn.config import Config
 from charrnn.errors import UserError
 from charrnn.inspection import page
 from charrnn.inspection.activations import SIGMOID_GATES, record
@@ -31,8 +32,8 @@ def visualization(cell: str, tmp_path) -> Visualization:
     ids = np.array(vocab.encode(TEXT))
     acts = record(model, ids)
     probes = make_probes(TEXT)
-    return Visualization(tmp_path / "best.pt", tmp_path / "text.txt", model, vocab, TEXT, ids, 5, 2, None, acts,
-                         _surprisal(acts.probs, ids, None), "python", probes, rank_probes(acts, probes))
+    return Visualization(tmp_path / "best.pt", tmp_path / "text.txt", model, vocab, Config(), TEXT, ids, 5, 2, None,
+                         acts, _surprisal(acts.probs, ids, None), "python", probes, rank_probes(acts, probes))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

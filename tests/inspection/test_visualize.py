@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import main
+from charrnn.config import Config
 from charrnn.inspection.activations import record
 from charrnn.inspection.page import write_page
 from charrnn.inspection.probes import BUILTIN, CODE
@@ -200,7 +201,7 @@ def test_the_gates_the_page_computes_match_the_model(corpus_file, tmp_path, cell
     model = random_model(vocab.size, cell, hidden_size=24)
     ids = np.array(vocab.encode(text))
     acts = record(model, ids)
-    vis = Visualization(tmp_path / "best.pt", corpus_file, model, vocab, text, ids, 0, 0, None, acts,
+    vis = Visualization(tmp_path / "best.pt", corpus_file, model, vocab, Config(), text, ids, 0, 0, None, acts,
                         np.full(len(text), np.nan), None, [], [])
     page = tmp_path / "page.html"
     write_page(vis, page)

@@ -64,7 +64,7 @@ def test_run_dir_contents_and_metrics(tmp_path, corpus_file):
     run = tmp_path / "r"
     assert (run / "config.toml").is_file()
     assert (run / "checkpoints" / "best.pt").is_file()
-    assert load_config(run / "config.toml") == fast_config(corpus_file)
+    assert load_config(run / "config.toml") == fast_config(corpus_file, "data.split='tail'")  # auto, resolved
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(5, 41, 5))
     train_keys = {"train/loss", "train/bpc", "train/lr", "train/grad_norm", "train/grad_norm_max",
@@ -357,3 +357,31 @@ def test_auto_precision_on_a_cpu_trains_in_the_faster_as_measured(tmp_path, corp
           tmp_path / expected)
     a, b = weights(tmp_path / "auto"), weights(tmp_path / expected)
     assert all(torch.equal(a[k], b[k]) for k in a)  # it trained exactly as the precision it picked
+
+
+def test_a_directory_corpus_trains_on_the_hash_split_records_it_and_resumes_bitwise(tmp_path, monkeypatch):
+    from tests.data.test_split import two_kinds
+
+    tree = two_kinds(tmp_path / "tree", files=10)
+    assert_resumes_bitwise(fast_config(tree, "train.max_steps=20"), tmp_path, monkeypatch)
+    assert load_config(tmp_path / "full" / "config.toml").data.split == "hash"
+    assert last(tmp_path / "split").config.data.split == "hash"
+
+
+def test_a_run_from_before_data_split_resumes_on_the_tail_it_was_trained_with(tmp_path, monkeypatch):
+    from tests.data.test_split import two_kinds
+
+    tree = two_kinds(tmp_path / "tree", files=10)
+    cfg = fast_config(tree, "train.max_steps=20", "data.split='tail'")
+    full = train(cfg, tmp_path / "full")
+    with monkeypatch.context() as m:
+        interrupt_after(m, 13)
+        train(cfg, tmp_path / "old")
+    path = tmp_path / "old" / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["data"]["split"]  # as charrnn 0.2.0 saved it
+    torch.save(state, path)
+    resumed = resume(tmp_path / "old")
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "old")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.best_val_loss == full.best_val_loss
