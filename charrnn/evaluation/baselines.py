@@ -23,8 +23,8 @@ Each is a number of bits per character (bpc) on the scored text, and each is def
   xz (lzma) preset 9 | PRESET_EXTREME, compressing the scored text's UTF-8 bytes alone, without the training text.
 
 Big inputs are capped so that all of it takes well under a minute on two cores: the n-gram (its order chosen included)
-trains on the first NGRAM_TRAIN_CHARS training characters, and it and the compressors score the first SCORED_CHARS;
-the unigram is never capped. `Baselines.notes` says which caps applied.
+trains on NGRAM_TRAIN_CHARS training characters in STRETCHES evenly spaced runs, and it and the compressors score
+the first SCORED_CHARS; the unigram is never capped. `Baselines.notes` says which caps applied.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 import bz2
 import lzma
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ from charrnn.errors import UserError
 
 NGRAM_TRAIN_CHARS = 16_000_000  # the n-gram trains on at most this many leading training characters
 SCORED_CHARS = 8_000_000  # the n-gram and the compressors score at most this many leading characters
+STRETCHES = 256  # a capped training text is this many evenly spaced runs of the training split
 HELD_OUT = 0.1  # the tail of the training text that chooses the order
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # KenLM's --discount_fallback, for count-of-counts too sparse to estimate from
 
@@ -199,21 +201,33 @@ def compressor_bpc(text: bytes, chars: int) -> dict[str, float]:
     return {name: size * 8 / chars for name, size in sizes.items()}
 
 
-def baselines(train: np.ndarray, scored: np.ndarray, vocab_size: int, scored_bytes: bytes | None = None, *,
-              max_order: int = 8) -> Baselines:
-    """All the baselines of `scored`, the n-gram's order chosen on `train`; compressors only given `scored_bytes`."""
+def spread(ids: np.ndarray, limit: int, stretches: int = STRETCHES) -> np.ndarray:
+    """`ids` itself when it holds at most `limit`; else `stretches` evenly spaced runs of it, `limit` in all.
+
+    A directory corpus is in path order, so its first characters are one corner of it (the kernel's `arch/`).
+    """
+    if len(ids) <= limit:
+        return ids
+    run = limit // stretches
+    starts = np.linspace(0, len(ids) - run, stretches).astype(np.int64)
+    return np.concatenate([ids[start : start + run] for start in starts.tolist()])
+
+
+def baselines(train: np.ndarray, scored: np.ndarray, vocab_size: int,
+              to_bytes: Callable[[np.ndarray], bytes] | None = None, *, max_order: int = 8) -> Baselines:
+    """All the baselines of `scored`, the n-gram's order chosen on `train`; the compressors only given `to_bytes`,
+    which turns ids into the text's bytes."""
     _check(vocab_size, training=train, scored=scored)
     notes = []
-    fit, score = train[:NGRAM_TRAIN_CHARS], scored[:SCORED_CHARS]
+    fit, score = spread(train, NGRAM_TRAIN_CHARS, STRETCHES), scored[:SCORED_CHARS]
     if len(fit) < len(train):
-        notes.append(f"the n-gram trained on the first {len(fit):,} of {len(train):,} training characters")
+        notes.append(f"the n-gram trained on {len(fit):,} of the {len(train):,} training characters, in "
+                     f"{STRETCHES} evenly spaced stretches")
     if len(score) < len(scored):
         notes.append(f"the n-gram and the compressors scored the first {len(score):,} of {len(scored):,} characters")
     order = choose_order(fit, vocab_size, max_order) if len(fit) > 1 else 1
     ngram = ngram_bpc(fit, score, vocab_size, order)
     bpc = {"unigram": unigram_bpc(train, scored, vocab_size), f"{order}-gram KN": ngram}
-    if scored_bytes is not None:
-        if len(score) < len(scored):  # cut at a character, not a byte, so the count of characters stays exact
-            scored_bytes = scored_bytes.decode("utf-8")[:len(score)].encode("utf-8")
-        bpc |= compressor_bpc(scored_bytes, len(score))
+    if to_bytes is not None:
+        bpc |= compressor_bpc(to_bytes(score), len(score))
     return Baselines(bpc, tuple(notes), order)

@@ -116,19 +116,20 @@ def file_baselines(checkpoint: Path, ids: np.ndarray) -> tuple[Baselines, tuple[
     try:
         corpus = run_corpus(loaded.config, loaded.vocab, "the n-gram and unigram baselines train on")
     except UserError as e:
-        return Baselines(compressor_bpc(*_text_bytes(ids, loaded.vocab)), (), 0), (f"{e}: compressors only",)
+        capped = ids[:SCORED_CHARS]
+        bpc = compressor_bpc(_text_bytes(capped, loaded.vocab), len(capped))
+        return Baselines(bpc, (), 0), (f"{e}: compressors only",)
     found = baselines_of(split_of(corpus, loaded.config.data).train, ids, loaded.vocab)
     return found, found.notes
 
 
 def baselines_of(train: np.ndarray, scored: np.ndarray, vocab: Vocab) -> Baselines:
     """Every baseline of `charrnn.evaluation.baselines`, trained on `train`, on the text of `scored`."""
-    return baselines(train, scored, vocab.size, _text_bytes(scored, vocab)[0])
+    return baselines(train, scored, vocab.size, lambda ids: _text_bytes(ids, vocab))
 
 
-def _text_bytes(ids: np.ndarray, vocab: Vocab) -> tuple[bytes, int]:
-    capped = ids[:SCORED_CHARS]
-    return vocab.to_bytes(vocab.decode(capped.tolist())), len(capped)
+def _text_bytes(ids: np.ndarray, vocab: Vocab) -> bytes:
+    return vocab.to_bytes(vocab.decode(ids.tolist()))
 
 
 def summary(model_bpc: float, found: Baselines) -> str:

@@ -94,7 +94,7 @@ def test_baselines_names_each_and_an_unseen_character_costs_finite_bits(source):
     scored[::100] = 5  # never in training
     train = train.view()
     train.flags.writeable = False  # as a read-only memmap would be: nothing may write to it
-    found = bl.baselines(train, scored, 6, bytes(scored + ord("a")))
+    found = bl.baselines(train, scored, 6, lambda ids: bytes(ids + ord("a")))
     assert found.order == bl.choose_order(train, 6) == 3
     assert set(found.bpc) == {"unigram", "3-gram KN", "zlib", "bz2", "xz"}
     assert all(math.isfinite(value) and value > 0 for value in found.bpc.values())
@@ -109,10 +109,12 @@ def test_the_caps_apply_and_say_so(monkeypatch):
     ids = np.array([vocab.index(c) for c in text], dtype=np.uint16)
     monkeypatch.setattr(bl, "NGRAM_TRAIN_CHARS", 1_000)
     monkeypatch.setattr(bl, "SCORED_CHARS", 300)
-    found = bl.baselines(ids, ids[:2_000], len(vocab), text[:2_000].encode("utf-8"), max_order=3)
-    assert found.notes == ("the n-gram trained on the first 1,000 of 4,000 training characters",
-                           "the n-gram and the compressors scored the first 300 of 2,000 characters")
-    assert found.bpc[f"{found.order}-gram KN"] == bl.ngram_bpc(ids[:1_000], ids[:300], len(vocab), found.order)
+    monkeypatch.setattr(bl, "STRETCHES", 10)
+    found = bl.baselines(ids, ids[:2_000], len(vocab), lambda x: "".join(vocab[i] for i in x).encode(), max_order=3)
+    assert found.notes == ("the n-gram trained on 1,000 of the 4,000 training characters, in 10 evenly spaced "
+                           "stretches", "the n-gram and the compressors scored the first 300 of 2,000 characters")
+    assert found.bpc[f"{found.order}-gram KN"] == bl.ngram_bpc(bl.spread(ids, 1_000, 10), ids[:300], len(vocab),
+                                                               found.order)
     assert found.bpc["xz"] == bl.compressor_bpc(text[:300].encode("utf-8"), 300)["xz"]
     assert found.bpc["unigram"] == bl.unigram_bpc(ids, ids[:2_000], len(vocab))  # cheap, so never capped
 
@@ -130,3 +132,11 @@ def test_the_caps_apply_and_say_so(monkeypatch):
 def test_bad_input_is_a_user_error(call, message):
     with pytest.raises(UserError, match=message):
         call(np.array([0, 1, 2, 3, 2, 1], dtype=np.uint8))
+
+
+def test_a_capped_training_text_is_spread_over_the_whole_split_not_its_first_corner():
+    ids = np.repeat(np.arange(10, dtype=np.uint8), 1_000)  # ten "directories" in path order
+    capped = bl.spread(ids, 500, stretches=10)
+    assert len(capped) == 500
+    assert sorted(set(capped.tolist())) == list(range(10))
+    assert bl.spread(ids, 20_000) is ids
