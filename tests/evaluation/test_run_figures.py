@@ -162,3 +162,23 @@ def test_visualize_says_which_side_of_the_split_the_file_is_on(tmp_path):
         assert f"is part of the run's corpus: {side} (data.split = 'hash')" in err
     err = run_cli("visualize", run, __file__, "--out", tmp_path / "v.html", "--chars", 200).stderr.decode()
     assert "part of the run's corpus" not in err
+
+
+def test_eval_of_a_run_whose_corpus_is_gone_is_one_clear_line(tmp_path, corpus_file):
+    text = tmp_path / "moved.txt"
+    shutil.copy(corpus_file, text)
+    train(fast_config(text, "train.max_steps=10", "train.baselines=false"), tmp_path / "run", progress=False)
+    text.unlink()
+    result = run_cli("eval", tmp_path / "run", check=False)
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert lines == [f"Error: scoring the validation split reads the checkpoint's training corpus {text}, "
+                     "which is not there"]
+
+
+def test_a_bad_split_rule_is_one_clear_line(tmp_path, corpus_file):
+    result = run_cli("train", corpus_file, "--run-dir", tmp_path / "r", "--set", "data.split='random'", check=False)
+    assert result.returncode != 0
+    assert result.stderr.decode().strip().splitlines()[-1] == \
+        "Error: config data.split must be 'auto', 'tail' or 'hash', got 'random'"
+    assert not (tmp_path / "r").exists()
