@@ -102,6 +102,9 @@ def evaluate_split(checkpoint: Path, device: str = "auto", *, with_baselines: bo
     world = World(resolve_device(device))
     loaded = load_model(checkpoint, world.device)
     corpus = run_corpus(loaded.config, loaded.vocab, "scoring the validation split reads")
+    if loaded.run.get("corpus_hash") not in (None, "", corpus.content_hash):
+        raise UserError(f"{corpus.path} has changed since training (its content hash differs), so its validation "
+                        "split is not the run's; give FILE to score a file")
     split = split_of(corpus, loaded.config.data)
     shapes = stream_shapes(loaded.config.train, split)
     val = shapes.val_streams(split)

@@ -182,3 +182,13 @@ def test_a_bad_split_rule_is_one_clear_line(tmp_path, corpus_file):
     assert result.stderr.decode().strip().splitlines()[-1] == \
         "Error: config data.split must be 'auto', 'tail' or 'hash', got 'random'"
     assert not (tmp_path / "r").exists()
+
+
+def test_eval_of_the_split_refuses_a_corpus_that_changed_since_training(tmp_path, corpus_file):
+    text = tmp_path / "changing.txt"
+    shutil.copy(corpus_file, text)
+    train(fast_config(text, "train.max_steps=10", "train.baselines=false"), tmp_path / "run", progress=False)
+    text.write_text(text.read_text()[::-1])  # the same characters, another text
+    result = run_cli("eval", tmp_path / "run", check=False)
+    assert result.returncode == 1
+    assert "has changed since training (its content hash differs)" in result.stderr.decode()
