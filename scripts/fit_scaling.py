@@ -1,0 +1,79 @@
+"""Fit a scaling law to scripts/scaling_sweep.py's runs: best validation loss from parameters, characters seen, corpus.
+
+    .venv/bin/python scripts/fit_scaling.py runs/scaling/scaling.json
+
+The law, with data repetition discounted as in Muennighoff et al. (2023, "Scaling data-constrained
+language models"):
+
+    L = E_corpus + A / P^alpha + B / D'^beta
+    D' = N + N R* (1 - exp(-R / R*)),  R = max(D / N - 1, 0)
+
+P is the parameter count, D the characters seen, N the training characters, R the repetitions past
+the first epoch and R* how many repetitions are still worth having. E_corpus (one per corpus: each
+has its own entropy and its own validation text), A and B are fitted by least squares for every
+alpha, beta and R* on a grid; the best grid point is printed with each run's residual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+ALPHAS = BETAS = np.round(np.arange(0.05, 1.51, 0.05), 2)
+R_STARS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 1e6)  # 1e6: repetitions are worth as much as new text
+
+
+def effective_data(seen: np.ndarray, unique: np.ndarray, r_star: float) -> np.ndarray:
+    """D': the characters seen, with repetitions past the first epoch worth less and less."""
+    repeats = np.maximum(seen / unique - 1, 0)
+    return np.minimum(seen, unique) + unique * r_star * (1 - np.exp(-repeats / r_star))
+
+
+def fit(rows: list[dict]) -> tuple[float, dict]:
+    """The least-squares law over the grid: (RMS residual, coefficients)."""
+    corpora = sorted({r["corpus"] for r in rows})
+    loss = np.array([r["best_val"] for r in rows])
+    params = np.array([r["params"] for r in rows], dtype=float)
+    seen = np.array([r["seen"] for r in rows], dtype=float)
+    unique = np.array([r["train_chars"] for r in rows], dtype=float)
+    onehot = np.array([[r["corpus"] == c for c in corpora] for r in rows], dtype=float)
+    best = (np.inf, {})
+    for alpha, beta, r_star in itertools.product(ALPHAS, BETAS, R_STARS):
+        design = np.column_stack([onehot, params**-alpha, effective_data(seen, unique, r_star) ** -beta])
+        coef, *_ = np.linalg.lstsq(design, loss, rcond=None)
+        if (coef < 0).any():  # more parameters or data never predict a worse loss, and no entropy is negative
+            continue
+        rms = float(np.sqrt(np.mean((design @ coef - loss) ** 2)))
+        if rms < best[0]:
+            best = (rms, {"alpha": float(alpha), "beta": float(beta), "r_star": r_star, "A": float(coef[-2]),
+                          "B": float(coef[-1]), "E": dict(zip(corpora, map(float, coef[:-2]), strict=True))})
+    return best
+
+
+def predict(law: dict, row: dict) -> float:
+    d = effective_data(np.array(float(row["seen"])), np.array(float(row["train_chars"])), law["r_star"])
+    return law["E"][row["corpus"]] + law["A"] * row["params"] ** -law["alpha"] + law["B"] * float(d) ** -law["beta"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="scaling.json files of scripts/scaling_sweep.py")
+    args = parser.parse_args()
+    rows = [row for path in args.runs for row in json.loads(path.read_text())]
+    rms, law = fit(rows)
+    print(f"alpha {law['alpha']}, beta {law['beta']}, R* {law['r_star']:g}, A {law['A']:.4g}, B {law['B']:.4g}, "
+          f"RMS residual {rms:.4f} nats/char over {len(rows)} runs")
+    print("E per corpus: " + ", ".join(f"{k} {v:.4f}" for k, v in law["E"].items()))
+    print("\n| corpus | shape | steps | epochs | best val | law | residual |\n|---|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        guess = predict(law, row)
+        print(f"| {row['corpus']} | {row['shape']} | {row['steps']:,} | {row['epochs']:.2f} | {row['best_val']:.4f} | "
+              f"{guess:.4f} | {row['best_val'] - guess:+.4f} |")
+
+
+if __name__ == "__main__":
+    main()
