@@ -22,7 +22,7 @@ from tqdm import tqdm
 from charrnn import checkpoint
 from charrnn.config import Config
 from charrnn.data.encoding import load_corpus
-from charrnn.data.split import split_of
+from charrnn.data.split import Split, split_of
 from charrnn.errors import UserError
 from charrnn.evaluation.baselines import Baselines
 from charrnn.evaluation.corpus import CorpusCopies
@@ -47,6 +47,7 @@ from charrnn.training.resume import Resume
 from charrnn.training.state import RunState
 from charrnn.training.step import diverged, train_scalars, train_step
 from charrnn.training.stopping import INTERRUPTS, Stopped, StopSignals, expected_steps, stop_check, stop_reason
+from charrnn.vocab import Vocab
 
 SAMPLE_TEMPERATURE = 0.8  # for the samples logged to TensorBoard: cooler than 1, still varied
 
@@ -106,12 +107,16 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
             loop = _Loop(cfg, run_dir, world, parts, signals, echo, CorpusCopies(corpus))
             result = loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
             if world.is_main and cfg.train.baselines and result.val_loss is not None:
-                shapes = stream_shapes(cfg.train, split)  # every process's rows: the text the final figure scored
-                scored = shapes.val_streams(split).read_ids(shapes.val_windows)
-                result = replace(result, baselines=baselines_of(split.train, scored, corpus.vocab))
+                result = replace(result, baselines=_final_baselines(cfg, split, corpus.vocab))
             return result
     finally:
         teardown(world)
+
+
+def _final_baselines(cfg: Config, split: Split, vocab: Vocab) -> Baselines:
+    """The baselines on the text the final validation scored (every process's rows, not only this one's)."""
+    shapes = stream_shapes(cfg.train, split)
+    return baselines_of(split.train, shapes.val_streams(split).read_ids(shapes.val_windows), vocab)
 
 
 class _Clock:
