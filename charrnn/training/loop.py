@@ -108,6 +108,7 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
             result = loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
             if world.is_main and cfg.train.baselines and result.val_loss is not None:
                 result = replace(result, baselines=_final_baselines(cfg, split, corpus.vocab))
+                _log_baselines(run_dir, result, echo)
             return result
     finally:
         teardown(world)
@@ -117,6 +118,15 @@ def _final_baselines(cfg: Config, split: Split, vocab: Vocab) -> Baselines:
     """The baselines on the text the final validation scored (every process's rows, not only this one's)."""
     shapes = stream_shapes(cfg.train, split)
     return baselines_of(split.train, shapes.val_streams(split).read_ids(shapes.val_windows), vocab)
+
+
+def _log_baselines(run_dir: Path, result: TrainResult, echo: Callable[[str], None]) -> None:
+    """The model and its baselines in bits per character as TensorBoard scalars at the last step (baselines/...)."""
+    logger = MetricsLogger(run_dir, warn=echo)
+    named = {f"baselines/{name}": value for name, value in result.baselines.bpc.items()}
+    scalars = {"baselines/model": bpc(result.val_loss), **named}
+    logger.log(result.step, scalars, jsonl=False)
+    logger.close()
 
 
 class _Clock:

@@ -192,3 +192,15 @@ def test_eval_of_the_split_refuses_a_corpus_that_changed_since_training(tmp_path
     result = run_cli("eval", tmp_path / "run", check=False)
     assert result.returncode == 1
     assert "has changed since training (its content hash differs)" in result.stderr.decode()
+
+
+def test_tensorboard_carries_the_baselines_beside_the_model_at_the_last_step(small_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, result = small_run
+    events = EventAccumulator(str(run / "tb")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"baselines/model", "baselines/unigram", "baselines/xz"} <= tags
+    assert [e.step for e in events.Scalars("baselines/unigram")] == [40]
+    assert events.Scalars("baselines/model")[0].value == pytest.approx(result.val_loss / 0.6931471805599453, rel=1e-6)
+    assert events.Scalars("baselines/xz")[0].value == pytest.approx(result.baselines.bpc["xz"], rel=1e-6)
