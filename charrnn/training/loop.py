@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from charrnn import checkpoint
 from charrnn.config import Config
-from charrnn.data.encoding import load_corpus
+from charrnn.data.encoding import Corpus, load_corpus
 from charrnn.data.split import Split, split_of
 from charrnn.errors import UserError
 from charrnn.evaluation.baselines import Baselines
@@ -104,12 +104,8 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
             if world.is_main:
                 rundir.prepare(run_dir, state.run_id, cfg.to_toml(), fresh=resume is None, overwrite=overwrite)
             world.barrier()
-            loop = _Loop(cfg, run_dir, world, parts, signals, echo, CorpusCopies(corpus))
-            result = loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
-            if world.is_main and cfg.train.baselines and result.val_loss is not None:
-                result = replace(result, baselines=_final_baselines(cfg, split, corpus.vocab))
-                _log_baselines(run_dir, result, echo)
-            return result
+            loop = _Loop(cfg, run_dir, world, parts, signals, echo, corpus, split)
+            return loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
     finally:
         teardown(world)
 
@@ -118,15 +114,6 @@ def _final_baselines(cfg: Config, split: Split, vocab: Vocab) -> Baselines:
     """The baselines on the text the final validation scored (every process's rows, not only this one's)."""
     shapes = stream_shapes(cfg.train, split)
     return baselines_of(split.train, shapes.val_streams(split).read_ids(shapes.val_windows), vocab)
-
-
-def _log_baselines(run_dir: Path, result: TrainResult, echo: Callable[[str], None]) -> None:
-    """The model and its baselines in bits per character as TensorBoard scalars at the last step (baselines/...)."""
-    logger = MetricsLogger(run_dir, warn=echo)
-    named = {f"baselines/{name}": value for name, value in result.baselines.bpc.items()}
-    scalars = {"baselines/model": bpc(result.val_loss), **named}
-    logger.log(result.step, scalars, jsonl=False)
-    logger.close()
 
 
 class _Clock:
@@ -171,8 +158,8 @@ class _Loop:
     """One session of a run, from its start or resume to its stop, and the phases it runs once in a while."""
 
     def __init__(self, cfg: Config, run_dir: Path, world: World, parts: Parts, signals: StopSignals,
-                 echo: Callable[[str], None], copies: CorpusCopies) -> None:
-        self.copies = copies  # the samples' copy check against the corpus
+                 echo: Callable[[str], None], corpus: Corpus, split: Split) -> None:
+        self.copies, self.split = CorpusCopies(corpus), split  # for the samples' copy check and the baselines
         self.cfg, self.tc, self.run_dir, self.world, self.parts = cfg, cfg.train, run_dir, world, parts
         self.signals, self.poll, self.echo = signals, stop_check(signals, world), echo
         self.epoch_windows = len(parts.train)
@@ -213,10 +200,20 @@ class _Loop:
                 if last_step:
                     break
                 self._step(s)
+            baselines = self._baselines(s)
         finally:
             self.bar.close()
             self.logger.close()
-        return self._result(s)
+        return replace(self._result(s), baselines=baselines)
+
+    def _baselines(self, s: _Session) -> Baselines | None:
+        """At the end (main process, after a final evaluation): the baselines, logged beside the model's figure."""
+        if not (self.world.is_main and self.tc.baselines and s.stop not in INTERRUPTS and s.state.val_loss is not None):
+            return None
+        found = _final_baselines(self.cfg, self.split, self.parts.vocab)
+        named = {f"baselines/{name}": value for name, value in found.bpc.items()}
+        self.logger.log(s.state.step, {"baselines/model": bpc(s.state.val_loss), **named}, jsonl=False)
+        return found
 
     def _step(self, s: _Session) -> None:
         """One training step, then the data position moves on (a new epoch starts every stream afresh)."""
