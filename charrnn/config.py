@@ -82,8 +82,7 @@ class TrainConfig:
     sample_length: int = _opt(300, "characters per logged sample", lambda x: 1 <= x <= 100_000,
                               "in [1, 100000]", resumable=True)
     log_every: int = _opt(10, "log train scalars every N steps", _positive, ">= 1", resumable=True)
-    baselines: bool = _opt(True, "at the end, score the validation text with simple baselines (unigram, the best "
-                           "n-gram, zlib, bz2, xz) to print beside the model's figure", resumable=True)
+    baselines: bool = _opt(True, "print baselines (unigram, n-gram, zlib, bz2, xz) by the final loss", resumable=True)
     seed: int = _opt(1337, "seed for weights, dropout and sampling", lambda x: 0 <= x < 2**63, "in [0, 2**63)")
     device: str = _opt("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", resumable=True)
     precision: str = _opt("fp32", "'fp32'; 'bf16' autocast (CUDA, or a CPU with a bf16 kernel for the cell); 'fp16' "
@@ -99,9 +98,8 @@ class DataConfig:
                      "a new place)", resumable=True)
     val_fraction: float = _opt(0.1, "the fraction of the corpus's characters held out for validation",
                                lambda x: 0 < x < 1, "in (0, 1)")
-    split: str = _opt("auto", "which characters are held out: 'tail' (the last val_fraction), 'hash' (whole files "
-                      "and 64K-character blocks chosen by a stable hash of their paths) or 'auto' (tail for a single "
-                      "file, hash for a directory); a run records the rule it used",
+    split: str = _opt("auto", "what is held out: 'tail' (the last val_fraction), 'hash' (files and 64K blocks "
+                      "picked by a hash of their paths) or 'auto' (tail for a file, hash for a directory)",
                       lambda x: x in ("auto", "tail", "hash"), "'auto', 'tail' or 'hash'")
     encoding: str = _opt("utf-8", "a Python codec name, or 'bytes' for a raw 256-symbol vocabulary")
     include: tuple[str, ...] = _opt((), "for a directory corpus: globs of the files to use, matched against the path "

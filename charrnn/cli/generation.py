@@ -81,8 +81,9 @@ def sample(checkpoint: Path, length: int, temperature: float, prime: str, prime_
         texts = model.generate_many(num_samples, prime, length, temperature, top_k, top_p, seed,
                                     progress=on_terminal() and not as_json)
         samples = [{"text": prime + text} for text in texts]
-        for i, text in enumerate(texts if not as_json else [], 1):
-            out.write(f"===== sample {i} =====\n".encode() + model.vocab.to_bytes(prime + text) + b"\n")
+        if not as_json:
+            for i, sample in enumerate(samples, 1):
+                out.write(f"===== sample {i} =====\n".encode() + model.vocab.to_bytes(sample["text"]) + b"\n")
     out.flush()
     if copy_check:
         _check_copies(model, samples, len(prime), quiet=as_json)

@@ -18,7 +18,8 @@ The rule a run used is recorded in its config, so evaluation, dynamic evaluation
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,19 +31,44 @@ if TYPE_CHECKING:
     from charrnn.data.encoding import Corpus
 
 BLOCK = 1 << 16  # characters: a file longer than this is hashed block by block, so no one file decides the split
-RULES = ("auto", "tail", "hash")
 
 
 @dataclass(frozen=True)
 class Split:
-    train: np.ndarray  # (N_train,) ids: a view of the corpus (tail) or the kept pieces joined in corpus order
-    val: np.ndarray  # (N_val,)
+    """A corpus's ids and the ranges held out of them; each side is joined (in corpus order) when first read."""
+
+    ids: np.ndarray = field(repr=False)  # (N,) the whole corpus
     rule: str  # 'tail' or 'hash': the rule that made it
     held_out: np.ndarray  # (P, 2) [start, end) ranges of corpus ids held out, in corpus order
 
+    @cached_property
+    def train(self) -> np.ndarray:
+        """(N_train,) ids: a view of the corpus under the tail rule, the kept pieces joined under hash."""
+        return _join(self.ids, self._kept)
+
+    @cached_property
+    def val(self) -> np.ndarray:
+        """(N_val,) ids."""
+        return _join(self.ids, self.held_out)
+
+    def train_end(self, count: int) -> np.ndarray:
+        """The last `count` training ids (fewer when there are fewer), without joining the rest."""
+        parts, needed = [], count
+        for start, end in self._kept[::-1].tolist():
+            parts.append(self.ids[max(start, end - needed) : end])
+            needed -= len(parts[-1])
+            if needed <= 0:
+                break
+        return np.concatenate(parts[::-1]) if parts else self.ids[:0]
+
+    @property
+    def _kept(self) -> np.ndarray:
+        edges = np.concatenate([[0], self.held_out.ravel(), [len(self.ids)]]).reshape(-1, 2)
+        return edges[edges[:, 1] > edges[:, 0]]
+
     def describe(self) -> str:
         """One line for the user: which rule, and how much it holds out."""
-        share = len(self.val) / (len(self.train) + len(self.val))
+        share = int((self.held_out[:, 1] - self.held_out[:, 0]).sum()) / len(self.ids)
         if self.rule == "tail":
             return f"validation: the last {share:.1%} of the corpus (data.split = 'tail')"
         return (f"validation: {len(self.held_out):,} files and {BLOCK // 1024}K-character blocks chosen by a hash of "
@@ -86,36 +112,26 @@ def held_out(names: tuple[str, ...], starts: np.ndarray, val_fraction: float) ->
 
 def split_corpus(ids: np.ndarray, names: tuple[str, ...], starts: np.ndarray, val_fraction: float, rule: str,
                  single_file: bool) -> Split:
-    """The training and validation ids of a corpus under `rule`.
+    """The training and validation ids of a corpus under `rule` ('auto', 'tail' or 'hash', as config checks).
 
     'auto' is 'tail' for a single file and 'hash' for a directory, or 'tail' when the directory is a
     single piece (one small file), which the hash rule cannot cut.
     """
-    if rule not in RULES:
-        raise UserError(f"data.split must be one of {', '.join(RULES)}, got {rule!r}")
     if rule == "hash" or (rule == "auto" and not single_file):
         ranges = held_out(names, starts, val_fraction)
         if len(ranges):
-            return Split(_join(ids, _complement(ranges, len(ids))), _join(ids, ranges), "hash", ranges)
+            return Split(ids, "hash", ranges)
         if rule == "hash":
             raise UserError(f"data.split = 'hash' needs at least two files or {BLOCK:,}-character blocks to hold "
                             "some out; this corpus is one: use data.split = 'tail'")
-    point = split_point(len(ids), val_fraction)
-    return Split(ids[:point], ids[point:], "tail", np.array([[point, len(ids)]], dtype=np.int64))
-
-
-def _complement(ranges: np.ndarray, length: int) -> np.ndarray:
-    edges = np.concatenate([[0], ranges.ravel(), [length]]).reshape(-1, 2)
-    return edges[edges[:, 1] > edges[:, 0]]
+    return Split(ids, "tail", np.array([[split_point(len(ids), val_fraction), len(ids)]], dtype=np.int64))
 
 
 def _join(ids: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-    """The ids of `ranges`, one after another, in one array (a read-only copy)."""
-    out = np.empty(int((ranges[:, 1] - ranges[:, 0]).sum()), dtype=ids.dtype)
-    at = 0
-    for start, end in ranges.tolist():
-        out[at : at + end - start] = ids[start:end]
-        at += end - start
+    """The ids of `ranges`, one after another: a view for one range, else one read-only copy."""
+    if len(ranges) == 1:
+        return ids[ranges[0, 0] : ranges[0, 1]]
+    out = np.concatenate([ids[start:end] for start, end in ranges.tolist()])
     out.flags.writeable = False
     return out
 

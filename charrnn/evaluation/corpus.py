@@ -75,15 +75,13 @@ class CorpusCopies:
 def held_out_share(config: Config, vocab: Vocab, text_file: Path) -> float | None:
     """The share of `text_file`'s characters that the run held out for validation; None when the file is not part
     of its corpus (or the corpus is not there to tell)."""
-    root = Path(config.data.path)
+    root, target = Path(config.data.path).resolve(), Path(text_file).resolve()
     try:
-        name = Path(text_file).resolve().relative_to(root.resolve()).as_posix() if root.is_dir() else None
-        if not root.is_dir() and Path(text_file).resolve() == root.resolve():
-            name = root.name
-        corpus = run_corpus(config, vocab, "") if name is not None else None
+        name = root.name if target == root else target.relative_to(root).as_posix()
+        corpus = run_corpus(config, vocab, "")
     except (UserError, ValueError, OSError):
         return None
-    if corpus is None or name not in corpus.file_names:
+    if name not in corpus.file_names:
         return None
     index = corpus.file_names.index(name)
     start, end = int(corpus.file_starts[index]), int(corpus.file_starts[index + 1])

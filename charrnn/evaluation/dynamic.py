@@ -191,8 +191,7 @@ def training_ids(loaded: ModelCheckpoint, stats_text: Path | None, chars: int) -
         return torch.from_numpy(ids[-(chars + 1) :].astype(np.int64))
     corpus = run_corpus(loaded.config, loaded.vocab, "dynamic evaluation gathers gradient statistics from",
                         "give --stats-text FILE, a text like the one it was trained on")
-    train = split_of(corpus, loaded.config.data).train
-    return torch.from_numpy(train[-(chars + 1) :].astype(np.int64))
+    return torch.from_numpy(split_of(corpus, loaded.config.data).train_end(chars + 1).astype(np.int64))
 
 
 def dynamic_evaluate_file(checkpoint: Path, text_file: Path, device: str, *, segment_len: int, lr: float, decay: float,

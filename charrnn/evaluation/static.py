@@ -12,10 +12,11 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from charrnn.checkpoint import load_model
+from charrnn.checkpoint import ModelCheckpoint, load_model
+from charrnn.config import TrainConfig
 from charrnn.data.batching import Streams
 from charrnn.data.encoding import load_model_and_text
-from charrnn.data.split import split_of
+from charrnn.data.split import Split, split_of
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
 from charrnn.evaluation.baselines import SCORED_CHARS, Baselines, baselines, compressor_bpc
@@ -93,7 +94,7 @@ def evaluate_file(checkpoint: Path, text_file: Path, device: str = "auto", strea
     loss, chars = evaluate(found.loaded.model, Streams.of(found.ids, streams, seq_len), world, progress=progress)
     if not with_baselines:
         return EvalResult(loss, chars, found.skipped)
-    return EvalResult(loss, chars, found.skipped, *file_baselines(checkpoint, found.ids))
+    return EvalResult(loss, chars, found.skipped, *file_baselines(found.loaded, found.ids))
 
 
 def evaluate_split(checkpoint: Path, device: str = "auto", *, with_baselines: bool = True,
@@ -107,15 +108,20 @@ def evaluate_split(checkpoint: Path, device: str = "auto", *, with_baselines: bo
                         "split is not the run's; give FILE to score a file")
     split = split_of(corpus, loaded.config.data)
     shapes = stream_shapes(loaded.config.train, split)
-    val = shapes.val_streams(split)
-    loss, chars = evaluate(loaded.model, val, world, windows=shapes.val_windows, progress=progress)
-    found = baselines_of(split.train, val.read_ids(shapes.val_windows), loaded.vocab) if with_baselines else None
+    loss, chars = evaluate(loaded.model, shapes.val_streams(split), world, windows=shapes.val_windows,
+                           progress=progress)
+    found = split_baselines(loaded.config.train, split, loaded.vocab) if with_baselines else None
     return EvalResult(loss, chars, 0, found, found.notes if found else ())
 
 
-def file_baselines(checkpoint: Path, ids: np.ndarray) -> tuple[Baselines, tuple[str, ...]]:
+def split_baselines(tc: TrainConfig, split: Split, vocab: Vocab) -> Baselines:
+    """The baselines on the text a run's validation scores (all of its streams), trained on its training split."""
+    shapes = stream_shapes(tc, split)
+    return baselines_of(split.train, shapes.val_streams(split).read_ids(shapes.val_windows), vocab)
+
+
+def file_baselines(loaded: ModelCheckpoint, ids: np.ndarray) -> tuple[Baselines, tuple[str, ...]]:
     """Baselines on a file's ids: the n-gram and unigram trained on the run's training split, when it is there."""
-    loaded = load_model(checkpoint)
     try:
         corpus = run_corpus(loaded.config, loaded.vocab, "the n-gram and unigram baselines train on")
     except UserError as e:

@@ -80,8 +80,7 @@ def visualize(checkpoint: Path, text_file: Path, *, chars: int = DEFAULT_CHARS, 
     before = loaded.vocab.decode(ids[:offset].tolist()) if language is not None else ""
     acts, probes, results = probe_text(loaded.model, window, text, language, user_probes, prefix, before, state)
     return Visualization(loaded.path, Path(text_file), loaded.model, loaded.vocab, loaded.config, text, window, offset,
-                         skipped,
-                         state, acts, _surprisal(acts.probs, window, first), language, probes, results)
+                         skipped, state, acts, _surprisal(acts.probs, window, first), language, probes, results)
 
 
 def probe_text(model: CharRNN, ids: np.ndarray, text: str, language: str | None,

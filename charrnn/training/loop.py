@@ -26,20 +26,11 @@ from charrnn.data.split import Split, split_of
 from charrnn.errors import UserError
 from charrnn.evaluation.baselines import Baselines
 from charrnn.evaluation.corpus import CorpusCopies
-from charrnn.evaluation.static import baselines_of, evaluate
+from charrnn.evaluation.static import evaluate, split_baselines
 from charrnn.generation.sampling import sample_text
 from charrnn.model import Hidden, bpc
 from charrnn.training import rundir
-from charrnn.training.build import (
-    Parts,
-    agreed_run_id,
-    build,
-    check_memory,
-    report_corpus,
-    restore,
-    skip_dir,
-    stream_shapes,
-)
+from charrnn.training.build import Parts, agreed_run_id, build, check_memory, report_corpus, restore, skip_dir
 from charrnn.training.distributed import World, gather_rng, setup, teardown
 from charrnn.training.lock import hold_run_dir
 from charrnn.training.metrics import MetricsLogger, NullLogger
@@ -47,7 +38,6 @@ from charrnn.training.resume import Resume
 from charrnn.training.state import RunState
 from charrnn.training.step import diverged, train_scalars, train_step
 from charrnn.training.stopping import INTERRUPTS, Stopped, StopSignals, expected_steps, stop_check, stop_reason
-from charrnn.vocab import Vocab
 
 SAMPLE_TEMPERATURE = 0.8  # for the samples logged to TensorBoard: cooler than 1, still varied
 
@@ -108,12 +98,6 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
             return loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
     finally:
         teardown(world)
-
-
-def _final_baselines(cfg: Config, split: Split, vocab: Vocab) -> Baselines:
-    """The baselines on the text the final validation scored (every process's rows, not only this one's)."""
-    shapes = stream_shapes(cfg.train, split)
-    return baselines_of(split.train, shapes.val_streams(split).read_ids(shapes.val_windows), vocab)
 
 
 class _Clock:
@@ -210,7 +194,7 @@ class _Loop:
         """At the end (main process, after a final evaluation): the baselines, logged beside the model's figure."""
         if not (self.world.is_main and self.tc.baselines and s.stop not in INTERRUPTS and s.state.val_loss is not None):
             return None
-        found = _final_baselines(self.cfg, self.split, self.parts.vocab)
+        found = split_baselines(self.tc, self.split, self.parts.vocab)
         named = {f"baselines/{name}": value for name, value in found.bpc.items()}
         self.logger.log(s.state.step, {"baselines/model": bpc(s.state.val_loss), **named}, jsonl=False)
         return found

@@ -102,3 +102,11 @@ def test_locate_maps_a_corpus_position_to_its_file_and_offset(tmp_path):
     assert corpus.locate(int(second) + 7) == ("a_py/m01.py", 7)
     assert corpus.file_names[-1] == "b_c/m02.c"
     assert corpus.file_starts[-1] == len(corpus.ids)
+
+
+def test_the_end_of_the_training_split_is_read_without_joining_it(tmp_path):
+    corpus = load_corpus(two_kinds(tmp_path / "tree"))
+    split = split_of(corpus, DataConfig(path=str(corpus.path), split="hash"))
+    for count in (1, 50, 5_000, len(corpus.ids)):
+        assert split.train_end(count).tolist() == split.train[-count:].tolist()
+    assert len(split.train_end(len(corpus.ids) + 10)) == len(split.train)
