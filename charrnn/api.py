@@ -156,7 +156,9 @@ def train(corpus: str | Path | None, run_dir: str | Path, config: str | Path | C
 
     `config` is a TOML file (e.g. "configs/tiny.toml") or a `Config`; keyword overrides name any config
     key, bare when the name is unique (`hidden_size=256, max_steps=2000`) or dotted (`**{"train.lr": 3e-3}`).
-    `resume=True` continues the run in `run_dir` with its own config. Messages go to `echo`.
+    `resume=True` continues the run in `run_dir` with its own config. With a `time_budget`, the model and optimizer
+    keys the config file and overrides leave unset are planned (a `Config` object sets every key). Messages go to
+    `echo`.
     """
     from charrnn.training.loop import train as run_training
     from charrnn.training.resume import run_config
@@ -165,8 +167,9 @@ def train(corpus: str | Path | None, run_dir: str | Path, config: str | Path | C
     if corpus is not None:
         values["data.path"] = str(Path(corpus).absolute())
     config = Path(config) if isinstance(config, str) else config
-    cfg, found = run_config(Path(run_dir), resume=resume, config=config, values=values)
-    return run_training(cfg, Path(run_dir), resume=found, overwrite=overwrite, echo=echo, progress=progress)
+    cfg, found, plan = run_config(Path(run_dir), resume=resume, config=config, values=values)
+    return run_training(cfg, Path(run_dir), resume=found, overwrite=overwrite, echo=echo, progress=progress,
+                        plan=plan)
 
 
 fit = train  # the name of charrnn 0.1, kept so that its notebooks still run

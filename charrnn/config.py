@@ -25,8 +25,8 @@ MAX_INT = 2**63 - 1  # the largest count anywhere: checkpoints, TOML and torch a
 
 def _opt(default: Any, help: str, check: Callable[[Any], bool] | None = None, rule: str = "", *,
          resumable: bool = False) -> Any:
-    """A config field with its help text, an optional range check (`rule` says it in words), and whether a
-    resumed run may change it (how long it runs, how it logs, where: not what it learns from or its shape)."""
+    """A config field: help, a range check (`rule` in words), whether a resumed run may change it (its length, logging
+    or place: not what it learns from, nor its shape)."""
     return field(default=default, metadata={"help": help, "check": check, "rule": rule, "resumable": resumable})
 
 
@@ -83,11 +83,12 @@ class TrainConfig:
                               "in [1, 100000]", resumable=True)
     log_every: int = _opt(10, "log train scalars every N steps", _positive, ">= 1", resumable=True)
     baselines: bool = _opt(True, "print baselines (unigram, n-gram, zlib, bz2, xz) by the final loss", resumable=True)
+    plan: bool = _opt(True, "with a time_budget and no model shape set (model.hidden_size, model.num_layers), plan the "
+                      "model and optimizer keys left unset for this corpus, budget and device (`charrnn plan`)")
     seed: int = _opt(1337, "seed for weights, dropout and sampling", lambda x: 0 <= x < 2**63, "in [0, 2**63)")
     device: str = _opt("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", resumable=True)
-    precision: str = _opt("fp32", "'fp32'; 'bf16' autocast (CUDA, or a CPU with a bf16 kernel for the cell); 'fp16' "
-                          "(CUDA only); 'auto': bf16 on a CUDA card that has it, and on a CPU whichever of fp32 and "
-                          "bf16 a timed trial of this run's shape finds faster (cached)",
+    precision: str = _opt("fp32", "'fp32'; 'bf16' autocast; 'fp16' (CUDA only); 'auto': bf16 on a CUDA card that "
+                          "has it, and on a CPU the faster of fp32 and bf16 in a timed trial of this shape (cached)",
                           lambda x: x in ("fp32", "bf16", "fp16", "auto"), "'fp32', 'bf16', 'fp16' or 'auto'",
                           resumable=True)
 
@@ -136,7 +137,6 @@ class Config:
 class _Section:
     name: str
     type_cls: type
-
 
 _SECTIONS = (_Section("model", ModelConfig), _Section("train", TrainConfig), _Section("data", DataConfig))
 
@@ -269,18 +269,19 @@ def config_text(path: Path | str) -> tuple[str, str]:
     return f"config file {path}", read_text(path, "config file")
 
 
+def config_data(path: Path | str | None) -> dict[str, Any]:
+    """The tables of a TOML config file or a preset by name; none for None."""
+    where, text = config_text(path) if path is not None else ("", "")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{where} is not valid TOML: {e}") from None
+
+
 def load_config(path: Path | str | None, overrides: Sequence[str] = (),
                 values: Mapping[str, Any] | None = None) -> Config:
-    """Load a TOML config file or a preset by name (or the defaults), then apply `section.key=value` overrides and
-    dotted `values`."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        where, text = config_text(path)
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"{where} is not valid TOML: {e}") from None
-    return from_dict(data, overrides, values)
+    """A config file or preset (or the defaults) with `section.key=value` overrides and dotted `values` applied."""
+    return from_dict(config_data(path), overrides, values)
 
 
 def check_resumable(saved: Config, new: Config) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,10 +30,12 @@ from charrnn.evaluation.static import evaluate, split_baselines
 from charrnn.generation.sampling import sample_text
 from charrnn.model import Hidden, bpc
 from charrnn.training import rundir
+from charrnn.training.advice import advice
 from charrnn.training.build import Parts, agreed_run_id, build, check_memory, report_corpus, restore, skip_dir
 from charrnn.training.distributed import World, gather_rng, setup, teardown
 from charrnn.training.lock import hold_run_dir
 from charrnn.training.metrics import MetricsLogger, NullLogger
+from charrnn.training.plan import plan_in
 from charrnn.training.resume import Resume
 from charrnn.training.state import RunState
 from charrnn.training.step import diverged, train_scalars, train_step
@@ -51,6 +53,7 @@ class TrainResult:
     run_dir: Path
     chars_per_sec: float  # training throughput of this session, evaluation and saving excluded
     baselines: Baselines | None = None  # simple baselines on the final validation's text (train.baselines)
+    advice: tuple[str, ...] = ()  # overfitting or underfitting, read off the run's own curves
 
     @property
     def interrupted(self) -> bool:
@@ -58,8 +61,9 @@ class TrainResult:
 
 
 def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite: bool = False,
-          echo: Callable[[str], None] = lambda s: None, progress: bool = True) -> TrainResult:
-    """Train (or resume) a run in `run_dir`; messages go to `echo`, the progress bar to stderr.
+          echo: Callable[[str], None] = lambda s: None, progress: bool = True, plan: Sequence[str] = ()) -> TrainResult:
+    """Train (or resume) a run in `run_dir`, a new one with its `plan` keys planned (`charrnn.training.plan`);
+    messages go to `echo`, the progress bar to stderr.
 
     A signal while the corpus is being encoded raises `Stopped` (nothing has been written yet).
     """
@@ -82,17 +86,22 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
             split = split_of(corpus, cfg.data)
             cfg = cfg.with_overrides((), {"data.split": split.rule})  # the rule 'auto' chose, as the record says
             echo(split.describe())
+            planned = plan_in(world, cfg, plan, len(split.train), corpus.vocab.size, echo) if plan and not resume \
+                else None
+            cfg = planned.config if planned else cfg
             parts = build(cfg, world, corpus, split, echo)
             if cfg.train.precision == "auto":
                 echo(f"train.precision auto: {parts.precision} on {world.device}"
                      + (f" ({parts.precision_why})" if parts.precision_why else ""))
             if resume is None:
-                state = RunState(run_id=agreed_run_id(world), corpus_hash=corpus.content_hash)
+                state = RunState(run_id=agreed_run_id(world), corpus_hash=corpus.content_hash,
+                                 elapsed=planned.seconds if planned else 0.0)  # planning counts in the budget
                 torch.manual_seed(cfg.train.seed + world.rank)  # dropout masks differ between processes
             else:
                 state = restore(resume, parts, corpus, world, cfg.train, run_dir)
             if world.is_main:
-                rundir.prepare(run_dir, state.run_id, cfg.to_toml(), fresh=resume is None, overwrite=overwrite)
+                record = (planned.record() if planned else "") + cfg.to_toml()
+                rundir.prepare(run_dir, state.run_id, record, fresh=resume is None, overwrite=overwrite)
             world.barrier()
             loop = _Loop(cfg, run_dir, world, parts, signals, echo, corpus, split)
             return loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
@@ -277,16 +286,14 @@ class _Loop:
                       f"continue with: charrnn train --resume {self.run_dir}")
         chars = (s.state.step - s.first_step) * self.parts.train.batch_size * self.world.size * \
             self.parts.train.seq_len
+        notes = () if interrupted or not self.world.is_main else \
+            tuple(advice(self.run_dir, self.cfg, len(self.split.train), self.parts.vocab.size))
         return TrainResult(s.state.step, s.state.best_val_loss, None if interrupted else s.state.val_loss, s.stop,
-                           self.run_dir, chars / max(s.clock.seconds, 1e-9))
+                           self.run_dir, chars / max(s.clock.seconds, 1e-9), advice=notes)
 
 
 def _postfix(scalars: dict[str, float], state: RunState) -> str:
-    parts = []
-    if "train/loss" in scalars:
-        parts.append(f"loss {scalars['train/loss']:.3f}")
-    if state.val_loss is not None:
-        parts.append(f"val {state.val_loss:.3f}")
-    if "train/chars_per_sec" in scalars:
-        parts.append(f"{scalars['train/chars_per_sec']:,.0f} chars/s")
+    parts = [f"loss {scalars['train/loss']:.3f}"] if "train/loss" in scalars else []
+    parts += [f"val {state.val_loss:.3f}"] if state.val_loss is not None else []
+    parts += [f"{scalars['train/chars_per_sec']:,.0f} chars/s"] if "train/chars_per_sec" in scalars else []
     return ", ".join(parts)

@@ -90,3 +90,20 @@ def _step_of(line: str) -> Any:
         return json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
         return None  # a torn last line from a hard kill
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl, in order; a torn or foreign line is skipped, a missing file is none."""
+    try:
+        lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records

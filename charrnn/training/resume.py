@@ -10,6 +10,7 @@ from typing import Any
 from charrnn.checkpoint import LAST, RunCheckpoint, checkpoint_dir, load_run
 from charrnn.config import Config, check_resumable, load_config
 from charrnn.errors import UserError
+from charrnn.training.plan import check_budget, free_keys, given_keys
 from charrnn.training.state import RunState
 
 
@@ -51,8 +52,10 @@ def _stamp(path: Path) -> tuple[int, int, int]:
 
 
 def run_config(run_dir: Path | None, *, resume: bool, config: Path | Config | None = None,
-               overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None) -> tuple[Config, Resume | None]:
-    """The config a run in `run_dir` trains with, and the run it continues when `resume` is set."""
+               overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None
+               ) -> tuple[Config, Resume | None, tuple[str, ...]]:
+    """The config a run in `run_dir` trains with, the run it continues when `resume` is set, and the keys a new
+    run's plan fills (those of `charrnn.training.plan.PLANNED` that neither `config` nor the overrides set)."""
     if run_dir is None:
         raise UserError("missing --run-dir (or --resume RUN_DIR)")
     if resume:
@@ -60,9 +63,12 @@ def run_config(run_dir: Path | None, *, resume: bool, config: Path | Config | No
             raise UserError("--config cannot be combined with --resume: the run keeps its own config; "
                             "use --set to change its length or logging")
         found = open_resume(run_dir, overrides, values)
-        return found.config, found
+        return found.config, found, ()
     cfg = config.with_overrides(overrides, values) if isinstance(config, Config) else \
         load_config(config, overrides, values)
     if not cfg.data.path:
         raise UserError("missing CORPUS: the text file or directory to train on (or data.path in --config)")
-    return cfg, None
+    free = free_keys(cfg, given_keys(config, overrides, values))
+    if free:
+        check_budget(cfg.train.time_budget)  # before anything is read or written
+    return cfg, None, free

@@ -12,8 +12,7 @@ from charrnn.checkpoint import load_run
 from charrnn.config import load_config
 from charrnn.devices import _cpu_runs_bf16
 from charrnn.errors import UserError
-from charrnn.training import loop, step
-from charrnn.training import precision as precision_mod
+from charrnn.training import loop, step, throughput
 from charrnn.training.loop import train
 from charrnn.training.stopping import Stopped
 from tests.helpers import fast_config, last, read_run, resume, steps_logged
@@ -337,14 +336,14 @@ def test_auto_precision_on_a_cpu_trains_in_the_faster_as_measured(tmp_path, corp
     if expected == "bf16" and not _cpu_runs_bf16("gru"):
         pytest.skip("this CPU has no bf16 GRU kernel to train with")
     monkeypatch.setattr("charrnn.devices._cpu_runs_bf16", lambda cell: True)  # so that auto measures
-    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))  # precision.json lives there
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))  # throughput.json lives there
     timed = []
 
     def seconds(precision, *args):
         timed.append(precision)
         return 1.0 if precision == "fp32" else 1.0 / bf16_speed
 
-    monkeypatch.setattr(precision_mod, "_seconds_per_step", seconds)
+    monkeypatch.setattr(throughput, "seconds_per_step", seconds)
     auto = fast_config(corpus_file, "train.precision='auto'", "train.max_steps=10", "model.cell='gru'")
     for name in ("auto", "again"):
         messages = []

@@ -86,18 +86,18 @@ def test_nothing_to_resume_is_one_line(tmp_path):
 def test_run_config_of_a_new_run_loads_the_config_and_applies_overrides(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text("[model]\nhidden_size = 24\n[data]\npath = 'text.txt'\n")
-    cfg, found = run_config(tmp_path / "r", resume=False, config=toml, overrides=["train.lr=1e-3"],
+    cfg, found, _ = run_config(tmp_path / "r", resume=False, config=toml, overrides=["train.lr=1e-3"],
                             values={"train.max_steps": 7})
     assert found is None
     assert cfg.model.hidden_size == 24
     assert cfg.train.lr == 1e-3
     assert cfg.train.max_steps == 7
-    from_object, _ = run_config(tmp_path / "r", resume=False, config=Config(), overrides=["data.path='x.txt'"])
+    from_object, _, _ = run_config(tmp_path / "r", resume=False, config=Config(), overrides=["data.path='x.txt'"])
     assert from_object.data.path == "x.txt"
 
 
 def test_run_config_of_a_resume_is_the_run_s_own_config(run_dir):
-    cfg, found = run_config(run_dir, resume=True, overrides=["train.max_steps=30"])
+    cfg, found, _ = run_config(run_dir, resume=True, overrides=["train.max_steps=30"])
     assert cfg == found.config
     assert cfg.train.max_steps == 30
     assert cfg.model == SAVED.model

@@ -1,0 +1,47 @@
+"""Advice at the end of a run: overfitting or underfitting, read off the run's own curves, with what the
+planner's rule (`charrnn.training.plan`) would change next time."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from charrnn.config import Config
+from charrnn.model import parameter_count
+from charrnn.training.metrics import read_metrics
+from charrnn.training.plan import WIDTHS, dropout_for, predicted_loss
+
+OVERFIT_GAP = 0.1  # nats/char: the train loss ends this far below the best validation
+EARLY = 0.8  # and the best validation came before this share of the run's steps
+CLOSE = 0.05  # nats/char: train and validation this close show no overfitting
+FALLING = 0.005  # nats/char: the last evaluation improved on the one before by at least this
+
+
+def advice(run_dir: Path, cfg: Config, train_chars: int, vocab_size: int) -> list[str]:
+    """One line of advice when the run overfit or underfit; none when it did neither or is too short to tell."""
+    records = read_metrics(run_dir)
+    evals = [(r["step"], r["val/loss"]) for r in records if isinstance(r.get("val/loss"), float)]
+    trains = [r["train/loss"] for r in records if isinstance(r.get("train/loss"), float)]
+    if len(evals) < 2 or not trains or train_chars <= 0:
+        return []
+    (best_step, best), (last_step, last), (_, before) = min(evals, key=lambda e: e[1]), evals[-1], evals[-2]
+    train = statistics.fmean(trains[-5:])  # the last few logged intervals: one is noisy
+    m, t = cfg.model, cfg.train
+    seen = last_step * t.batch_size * t.seq_len
+    epochs = seen / train_chars
+    if best_step <= EARLY * last_step and best - train > OVERFIT_GAP:
+        dropout = min(max(m.dropout + 0.1, dropout_for(epochs)), 0.5)
+        smaller = max((w for w in WIDTHS if w < m.hidden_size), default=m.hidden_size)
+        return [f"advice: overfitting: the best validation ({best:.4f}) came at step {best_step:,} of {last_step:,} "
+                f"and the train loss ends {best - train:.2f} below it, after {epochs:.2g} epochs; next time try "
+                f"--set model.dropout={dropout:g}, or --set model.hidden_size={smaller}, or a larger corpus"]
+    if abs(last - train) < CLOSE and before - last >= FALLING:
+        head = (f"advice: underfitting: train ({train:.4f}) and validation ({last:.4f}) are close and validation "
+                f"still fell {before - last:.3f} at the last evaluation; ")
+        if not t.time_budget:
+            return [head + "more steps or a bigger model would go lower"]
+        params = parameter_count(vocab_size, m)
+        gain = predicted_loss(params, seen, train_chars) - predicted_loss(params, 2 * seen, train_chars)
+        return [head + f"the planner's rule expects about {gain:.2f} nats/char lower from twice the budget, which "
+                f"could also afford a bigger model: see `charrnn plan CORPUS --time-budget {2 * t.time_budget:g}`"]
+    return []

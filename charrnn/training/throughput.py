@@ -1,0 +1,102 @@
+"""Seconds per training step of a shape on this device: measured on random ids, and cached per machine.
+
+Both choices that depend on the hardware read this: `train.precision = "auto"` (the faster of fp32 and bf16)
+and the run planner (how many steps each candidate shape gets in the budget). A measurement is a few steps of
+a fresh model, so it takes well under a second for a small shape; the cache (throughput.json in the corpus
+cache dir) is keyed by the CPU or card, the torch version and the thread count, so a second run of the same
+shape reads it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+
+import torch
+
+from charrnn.config import ModelConfig
+from charrnn.data.cache import cache_dir
+from charrnn.devices import autocast
+from charrnn.errors import UserError
+from charrnn.files import write_atomic
+from charrnn.model import CharRNN, cross_entropy
+
+STEPS = 2  # timed steps, after one untimed warm-up step; the fastest counts
+CACHE = "throughput.json"
+
+
+def step_seconds(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
+                 device: torch.device) -> tuple[float, bool]:
+    """(seconds per step, whether it came from the cache) for this shape in `precision` on `device`."""
+    key = json.dumps([device_name(device), torch.__version__, torch.get_num_threads(), precision, model_cfg.cell,
+                      model_cfg.num_layers, model_cfg.hidden_size, model_cfg.embed_dim, vocab_size, batch_size,
+                      seq_len])
+    cache = read_cache()
+    cached = cache.get(key)
+    if isinstance(cached, (int, float)) and math.isfinite(cached) and cached > 0:
+        return float(cached), True
+    seconds = seconds_per_step(precision, model_cfg, vocab_size, batch_size, seq_len, device)
+    write_cache({**read_cache(), key: seconds})
+    return seconds, False
+
+
+def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
+                     device: torch.device) -> float:
+    """The fastest of STEPS training steps (forward, backward, AdamW) of a fresh model on random ids."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeding is untouched
+        torch.manual_seed(0)
+        model = CharRNN(vocab_size, model_cfg).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        ids = torch.randint(vocab_size, (batch_size, seq_len + 1), device=device)
+        best = math.inf
+        for step in range(STEPS + 1):
+            _sync(device)
+            start = time.perf_counter()
+            with autocast(device, precision):
+                logits, _ = model(ids[:, :-1])
+                loss = cross_entropy(logits, ids[:, 1:])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            _sync(device)
+            if step:  # the first step pays for allocation and kernel selection
+                best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    """The CPU's model name, or the CUDA card's: what a measurement holds for."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def read_cache() -> dict[str, object]:
+    try:
+        data = json.loads((cache_dir() / CACHE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cache(data: dict[str, object]) -> None:
+    """Remember measurements; a cache dir that cannot be written only means measuring again next time."""
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        write_atomic(cache_dir() / CACHE, json.dumps(data, indent=1) + "\n")
+    except (OSError, UserError):
+        pass

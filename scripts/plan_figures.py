@@ -1,0 +1,122 @@
+"""The run planner's figures (issue 16): time-budgeted `charrnn train` runs, planned and not, one after another.
+
+    .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl            # every arm
+    .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --only preset --only default
+    .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --table    # print, run nothing
+
+Each arm is the real CLI in a subprocess (`charrnn train CORPUS --time-budget T ...`), so the plan, the
+precision trial and the corpus encoding all count as a user's run would. Every finished run appends one
+JSON line to --results, and the table printed at the end holds every line there, with the host each ran
+on. Run it alone on the machine: two torch processes on two cores slow both many times over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+STDLIB = Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+NO_EXTRAS = ["--set", "train.baselines=false"]  # the same for every arm: the baselines are not under test
+
+CORPORA = {
+    "tinyshakespeare": [str(SHARED / "tinyshakespeare.txt")],
+    "warpeace": [str(SHARED / "warpeace.txt")],
+    "stdlib-py": [str(STDLIB), "--include", "*.py"],  # a source tree: ~11 MB of Python in ~640 files
+}
+# (group, corpus, budget s, arm, extra args, seeds)
+ARMS = [
+    ("shakespeare 138 s", "tinyshakespeare", 138, "plan", [], [1337]),
+    ("shakespeare 138 s", "tinyshakespeare", 138, "preset", ["--config", "shakespeare"], [1337]),
+    ("shakespeare 600 s", "tinyshakespeare", 600, "plan", [], [1337]),
+    ("shakespeare 600 s", "tinyshakespeare", 600, "preset", ["--config", "shakespeare-10min"], [1337]),
+    ("warpeace 300 s", "warpeace", 300, "plan", [], [1337, 1338]),
+    ("warpeace 300 s", "warpeace", 300, "default", ["--no-plan"], [1337, 1338]),
+    ("warpeace 300 s", "warpeace", 300, "preset", ["--config", "shakespeare"], [1337, 1338]),
+    ("stdlib-py 300 s", "stdlib-py", 300, "plan", [], [1337, 1338]),
+    ("stdlib-py 300 s", "stdlib-py", 300, "default", ["--no-plan"], [1337, 1338]),
+    ("stdlib-py 300 s", "stdlib-py", 300, "preset", ["--config", "shakespeare"], [1337, 1338]),
+]
+RESULT = re.compile(r"stopped by (\S+) at step (\d+): val loss ([\d.]+).* best ([\d.]+)")
+
+
+def host() -> str:
+    """The CPU's model name and whether it has AMX or AVX-512 BF16: every table names its host."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    name = re.search(r"model name\s*:\s*(.*)", info)
+    flags = re.search(r"flags\s*:\s*(.*)", info)
+    flags = set(flags.group(1).split()) if flags else set()
+    marks = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{name.group(1) if name else platform.machine()} ({', '.join(marks) or 'no bf16 or AMX flags'})"
+
+
+def run_arm(corpus: str, budget: int, extra: list[str], seed: int, run_dir: Path) -> dict:
+    """One `charrnn train` run; its result line and its plan line, parsed."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = [str(Path(sys.executable).with_name("charrnn")), "train", *CORPORA[corpus], "--run-dir", str(run_dir),
+           "--time-budget", str(budget), "--device", "cpu", "--seed", str(seed), *NO_EXTRAS, *extra]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.monotonic() - start
+    found = RESULT.search(proc.stderr)
+    if proc.returncode or not found:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    plan = [line for line in proc.stderr.splitlines() if line.startswith("plan:")]
+    precision = [line for line in proc.stderr.splitlines() if "train.precision auto" in line]
+    return {"steps": int(found.group(2)), "final": float(found.group(3)), "best": float(found.group(4)),
+            "wall": round(wall, 1), "plan": plan[0] if plan else "", "plan_lines": plan,
+            "precision": precision[0] if precision else ""}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| host | corpus, budget | arm | seed | steps | best val | wall s | plan |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['host']} | {r['group']} | {r['arm']} | {r['seed']} | {r['steps']:,} | {r['best']:.4f} | "
+                     f"{r['wall']:.0f} | {r['plan'].removeprefix('plan: ')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, required=True, help="JSON lines: read, then appended to")
+    parser.add_argument("--only", action="append", default=[], help="run only these arms (plan, preset, default)")
+    parser.add_argument("--group", action="append", default=[], help="run only these groups, e.g. 'warpeace 300 s'")
+    parser.add_argument("--table", action="store_true", help="print the table of --results and run nothing")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "plan-figures")
+    args = parser.parse_args()
+    where = host()
+    done = {(r["host"], r["group"], r["arm"], r["seed"]) for r in _rows(args.results)}
+    if not args.table:
+        for group, corpus, budget, arm, extra, seeds in ARMS:
+            if (args.only and arm not in args.only) or (args.group and group not in args.group):
+                continue
+            for seed in seeds:
+                if (where, group, arm, seed) in done:  # a rerun after a stop goes on where it stopped
+                    continue
+                row = {"host": where, "group": group, "arm": arm, "seed": seed, "when": time.strftime("%F %T"),
+                       **run_arm(corpus, budget, extra, seed, args.out / f"{corpus}-{budget}-{arm}-{seed}")}
+                print(json.dumps(row), file=sys.stderr)
+                args.results.parent.mkdir(parents=True, exist_ok=True)
+                with args.results.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+    print(table(_rows(args.results)))
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+if __name__ == "__main__":
+    main()

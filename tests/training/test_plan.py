@@ -1,0 +1,197 @@
+"""The run planner: deterministic for given measurements, explicit keys win, it travels through resume, and its
+command line gives one-line answers to a tiny corpus or a budget too short to measure."""
+
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from charrnn.cli import main
+from charrnn.config import load_config
+from charrnn.errors import UserError
+from charrnn.model import parameter_count
+from charrnn.training import plan as plan_mod
+from charrnn.training import precision as precision_mod
+from charrnn.training.advice import advice
+from charrnn.training.loop import train
+from charrnn.training.plan import PLANNED, dropout_for, free_keys, given_keys, plan_run, predicted_loss
+from charrnn.training.resume import run_config
+from tests.training.test_loop import interrupt_after, weights
+
+CPU = torch.device("cpu")
+VOCAB = 65
+
+
+def fake_speed(bf16_speedup: float = 0.5, per_flop: float = 1e-10):
+    """A step_seconds stand-in: an overhead plus a cost per FLOP, bf16 at `bf16_speedup` x fp32's speed, logged."""
+    calls = []
+
+    def step_seconds(precision, model, vocab_size, batch_size, seq_len, device):
+        calls.append((precision, model.num_layers, model.hidden_size, batch_size))
+        flops = 6 * parameter_count(vocab_size, model) * batch_size * seq_len
+        seconds = 0.01 + per_flop * flops
+        return (seconds / bf16_speedup if precision == "bf16" else seconds), False
+
+    step_seconds.calls = calls
+    return step_seconds
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """Planner and precision trial both read the fake timings; bf16 is slower, so every run stays fp32."""
+    speed = fake_speed()
+    monkeypatch.setattr(plan_mod, "step_seconds", speed)
+    monkeypatch.setattr(precision_mod, "step_seconds", speed)
+    return speed
+
+
+def planned(*overrides: str, train_chars: int = 1_000_000, clock=None):
+    cfg = load_config(None, [*overrides, "train.device='cpu'"], {"train.time_budget": 600.0})
+    free = free_keys(cfg, given_keys(None, overrides, {"train.time_budget": 600.0}))
+    return plan_run(cfg, free, train_chars, VOCAB, CPU, clock=clock or iter(range(100)).__next__)
+
+
+def test_the_plan_is_the_same_for_the_same_measurements_and_follows_them(measured, monkeypatch):
+    a, b = planned(), planned()
+    assert a.config == b.config and a.chosen == b.chosen
+    assert a.config.train.time_budget == 600 and a.config.train.precision == "auto"
+    # A device where every step costs the same no matter the shape buys the largest model the corpus allows.
+    monkeypatch.setattr(plan_mod, "step_seconds", lambda *args: (0.05, False))
+    flat = planned()
+    assert parameter_count(VOCAB, flat.config.model) > parameter_count(VOCAB, a.config.model)
+    assert flat.chosen.params <= plan_mod.PARAMS_PER_CHAR * 1_000_000
+
+
+def test_the_plan_predicts_from_its_rule_and_says_why(measured):
+    p = planned()
+    assert p.finalists[0].loss == min(e.loss for e in p.finalists) and p.chosen.model == p.finalists[0].model
+    assert p.chosen.steps < p.finalists[0].steps  # the chosen one is told what the planning's seconds left it
+    assert p.chosen.loss == pytest.approx(predicted_loss(p.chosen.params, p.chosen.steps * 3200, 1_000_000))
+    assert p.config.model.dropout == dropout_for(p.finalists[0].epochs)
+    lines = p.lines()
+    assert lines[0].startswith(f"plan: {p.config.model.num_layers} x {p.config.model.hidden_size} LSTM")
+    assert "parameters for 1,000,000 training characters" in lines[0] and "epochs" in lines[1]
+    assert lines[2].startswith("plan: why: of 27 candidates")
+    # The anchors and the finalists were timed, in both precisions only where 'auto' may pick bf16.
+    assert {c[0] for c in measured.calls} <= {"fp32", "bf16"} and len(measured.calls) >= 2
+
+
+def test_more_steps_than_the_cap_buy_a_larger_batch(monkeypatch):
+    monkeypatch.setattr(plan_mod, "step_seconds", lambda p, m, v, batch, *rest: (5e-5 * batch, False))  # a fast card
+    p = planned(train_chars=100_000_000)
+    assert p.config.train.batch_size > plan_mod.BATCH and p.chosen.steps <= plan_mod.MAX_STEPS
+
+
+@pytest.mark.parametrize("key, value", [
+    ("model.embed_dim", 24), ("model.hidden_size", 200), ("model.num_layers", 3), ("model.dropout", 0.33),
+    ("train.batch_size", 12), ("train.seq_len", 50), ("train.lr", 1.234e-3), ("train.weight_decay", 0.07),
+    ("train.warmup_steps", 7), ("train.min_lr_ratio", 0.25), ("train.precision", "'fp32'")])
+def test_every_key_set_explicitly_wins_over_the_plan(measured, key, value):
+    assert key in PLANNED
+    p = planned(f"{key}={value}")
+    section, name = key.split(".")
+    assert getattr(getattr(p.config, section), name) == (value.strip("'") if isinstance(value, str) else value)
+    assert key in p.kept and any(key in line for line in p.lines())
+
+
+def test_which_keys_are_planned(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[model]\nhidden_size = 256\n[train]\nlr = 1e-3\n")
+    given = given_keys(toml, ["train.seq_len=50"], {"train.seed": 1})
+    assert {"model.hidden_size", "train.lr", "train.seq_len", "train.seed"} <= given
+    budget = load_config(toml, [], {"train.time_budget": 60.0})
+    assert free_keys(budget, given) == tuple(k for k in PLANNED if k not in given)
+    assert free_keys(load_config(toml), given) == ()  # no budget, no plan
+    assert free_keys(budget.with_overrides(["train.plan=false"]), given) == ()
+    assert free_keys(budget, given | {"model.num_layers"}) == ()  # the shape is the user's: nothing is planned
+    assert free_keys(load_config("shakespeare", [], {"train.time_budget": 60.0}),
+                     given_keys("shakespeare")) == ()  # the presets plan nothing
+
+
+def test_a_planned_run_records_its_plan_and_resumes_bitwise_on_it(tmp_path, corpus_file, measured, monkeypatch):
+    values = {"data.path": str(corpus_file), "train.time_budget": 3600.0, "train.max_steps": 20,
+              "train.eval_every": 10, "train.checkpoint_every": 10, "train.sample_every": 0, "train.device": "cpu",
+              "train.batch_size": 8, "train.seq_len": 32}
+
+    def run(name, resume=False, **extra):
+        cfg, found, free = run_config(tmp_path / name, resume=resume, values=values if not resume else extra)
+        return train(cfg, tmp_path / name, resume=found, plan=free, echo=messages.append), cfg, free
+
+    messages = []
+    _, cfg, free = run("full")
+    assert "model.hidden_size" in free and "train.batch_size" not in free
+    assert any(m.startswith("plan: ") for m in messages)
+    text = (tmp_path / "full" / "config.toml").read_text()
+    assert text.startswith("# plan: ") and "batch_size = 8" in text
+    recorded = load_config(tmp_path / "full" / "config.toml")
+    assert recorded.train.batch_size == 8 and recorded.train.weight_decay == plan_mod.WEIGHT_DECAY
+    with monkeypatch.context() as m:
+        interrupt_after(m, 13)
+        assert run("split")[0].interrupted
+    messages.clear()
+    _, resumed_cfg, free = run("split", resume=True)
+    assert free == () and not any(m.startswith("plan: ") for m in messages)  # a resume is never planned again
+    assert resumed_cfg.model == recorded.model
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_plan_prints_a_plan_and_makes_no_run_dir(tmp_path, corpus_file, measured, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = set(os.listdir(tmp_path))
+    result = CliRunner().invoke(main, ["plan", str(corpus_file), "--time-budget", "2m", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "plan: " in result.output and "epochs, in 120 s" in result.output
+    assert set(os.listdir(tmp_path)) == before
+    preset = CliRunner().invoke(main, ["plan", str(corpus_file), "--time-budget", "2m", "--config", "shakespeare"])
+    assert preset.exit_code == 0 and "plan: nothing to plan: the config sets the model's shape" in preset.output
+
+
+def test_a_tiny_corpus_gets_a_clear_plan_or_one_line(tmp_path, measured):
+    small = tmp_path / "small.txt"
+    small.write_text("to be or not to be, that is the question. " * 8)
+    result = CliRunner().invoke(main, ["plan", str(small), "--time-budget", "60", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "plan: 1 x 64 LSTM" in result.output  # the smallest candidate: nothing else fits 300 characters
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("abc")
+    result = CliRunner().invoke(main, ["plan", str(tiny), "--time-budget", "60", "--device", "cpu"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: the train split has 2 characters, too few")
+
+
+@pytest.mark.parametrize("command", ["plan", "train"])
+def test_a_budget_too_short_to_measure_is_one_line(tmp_path, corpus_file, command):
+    args = [command, str(corpus_file), "--time-budget", "5s", "--device", "cpu"]
+    result = CliRunner().invoke(main, args + (["--run-dir", str(tmp_path / "r")] if command == "train" else []))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [result.output.strip()]
+    assert result.output.startswith("Error: a time budget of 5 s is too short to plan")
+    assert not (tmp_path / "r").exists()
+
+
+def test_plan_run_refuses_a_short_budget_itself():
+    with pytest.raises(UserError, match="too short to plan"):
+        plan_run(load_config(None, [], {"train.time_budget": 3.0}), PLANNED, 10_000, VOCAB, CPU)
+
+
+def write_metrics(run_dir, evals, train_loss):
+    run_dir.mkdir()
+    lines = [{"step": s, "train/loss": train_loss, "val/loss": v} for s, v in evals]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def test_advice_names_overfitting_and_underfitting_and_is_quiet_otherwise(tmp_path):
+    cfg = load_config(None, ["model.hidden_size=512", "model.dropout=0.1"], {"train.time_budget": 300.0})
+    write_metrics(tmp_path / "over", [(500, 1.60), (1000, 1.55), (1500, 1.58), (2000, 1.63)], 1.20)
+    (line,) = advice(tmp_path / "over", cfg, 100_000, VOCAB)
+    assert line.startswith("advice: overfitting: the best validation (1.5500) came at step 1,000 of 2,000")
+    assert "model.dropout=0.3" in line and "model.hidden_size=384" in line
+    write_metrics(tmp_path / "under", [(500, 1.80), (1000, 1.62), (1500, 1.50)], 1.49)
+    (line,) = advice(tmp_path / "under", cfg, 100_000_000, VOCAB)
+    assert line.startswith("advice: underfitting") and "--time-budget 600" in line
+    write_metrics(tmp_path / "fine", [(500, 1.80), (1000, 1.60), (1500, 1.598)], 1.45)
+    assert advice(tmp_path / "fine", cfg, 1_000_000, VOCAB) == []
+    assert advice(tmp_path / "missing", cfg, 1_000_000, VOCAB) == []
