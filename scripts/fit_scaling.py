@@ -1,6 +1,11 @@
 """Fit a scaling law to scripts/scaling_sweep.py's runs: best validation loss from parameters, characters seen, corpus.
 
     .venv/bin/python scripts/fit_scaling.py runs/scaling/scaling.json
+    .venv/bin/python scripts/fit_scaling.py scripts/scaling_runs.json   # the 44 runs the planner's rule is fitted to
+
+scripts/scaling_runs.json holds every run the planner's coefficients (charrnn/training/plan.py) come from:
+the step-budgeted sweep of docs/results.md and the time-budgeted tinyshakespeare sweeps on two hosts, each
+with its source. A time-budgeted run counts as well as a step-budgeted one: the law needs only P, D and N.
 
 The law, with data repetition discounted as in Muennighoff et al. (2023, "Scaling data-constrained
 language models"):
@@ -23,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-ALPHAS = BETAS = np.round(np.arange(0.05, 1.51, 0.05), 2)
-R_STARS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 1e6)  # 1e6: repetitions are worth as much as new text
+ALPHAS = BETAS = np.round(np.arange(0.05, 3.01, 0.05), 2)
+R_STARS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0, 1e6)  # 1e6: repetitions are worth as much as new text
 
 
 def effective_data(seen: np.ndarray, unique: np.ndarray, r_star: float) -> np.ndarray:

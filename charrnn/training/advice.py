@@ -30,7 +30,7 @@ def advice(run_dir: Path, cfg: Config, train_chars: int, vocab_size: int) -> lis
     seen = last_step * t.batch_size * t.seq_len
     epochs = seen / train_chars
     if best_step <= EARLY * last_step and best - train > OVERFIT_GAP:
-        dropout = min(max(m.dropout + 0.1, dropout_for(epochs)), 0.5)
+        dropout = min(max(m.dropout + 0.1, dropout_for(epochs, parameter_count(vocab_size, m) / train_chars)), 0.5)
         smaller = max((w for w in WIDTHS if w < m.hidden_size), default=m.hidden_size)
         return [f"advice: overfitting: the best validation ({best:.4f}) came at step {best_step:,} of {last_step:,} "
                 f"and the train loss ends {best - train:.2f} below it, after {epochs:.2g} epochs; next time try "

@@ -69,11 +69,13 @@ def test_the_plan_predicts_from_its_rule_and_says_why(measured):
     assert p.finalists[0].loss == min(e.loss for e in p.finalists) and p.chosen.model == p.finalists[0].model
     assert p.chosen.steps < p.finalists[0].steps  # the chosen one is told what the planning's seconds left it
     assert p.chosen.loss == pytest.approx(predicted_loss(p.chosen.params, p.chosen.steps * 3200, 1_000_000))
-    assert p.config.model.dropout == dropout_for(p.finalists[0].epochs)
+    assert p.config.model.dropout == dropout_for(p.finalists[0].epochs, p.chosen.params / 1_000_000)
+    assert [dropout_for(e, 1.0) for e in (0.5, 5, 50, 500)] == [0.0, 0.1, 0.2, 0.3]
+    assert dropout_for(4.0, 0.25) == 0.0  # many epochs of a corpus far larger than the model: nothing to memorize
     lines = p.lines()
     assert lines[0].startswith(f"plan: {p.config.model.num_layers} x {p.config.model.hidden_size} LSTM")
     assert "parameters for 1,000,000 training characters" in lines[0] and "epochs" in lines[1]
-    assert lines[2].startswith("plan: why: of 27 candidates")
+    assert lines[2].startswith("plan: why: of 18 candidates")
     # The anchors and the finalists were timed, in both precisions only where 'auto' may pick bf16.
     assert {c[0] for c in measured.calls} <= {"fp32", "bf16"} and len(measured.calls) >= 2
 
@@ -155,6 +157,7 @@ def test_a_tiny_corpus_gets_a_clear_plan_or_one_line(tmp_path, measured):
     result = CliRunner().invoke(main, ["plan", str(small), "--time-budget", "60", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "plan: 1 x 64 LSTM" in result.output  # the smallest candidate: nothing else fits 300 characters
+    assert "so this, the smallest, will overfit" in result.output
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("abc")
     result = CliRunner().invoke(main, ["plan", str(tiny), "--time-budget", "60", "--device", "cpu"])
