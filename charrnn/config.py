@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -231,25 +230,6 @@ def from_dict(data: Mapping[str, Any], overrides: Sequence[str] = (),
                 _coerce(f"{s.name}.{name}", f, getattr(defaults, name))
         parts[s.name] = replace(defaults, **kwargs)
     return Config(**parts)
-
-
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90', '90s', '10m', '1h30m', '1.5h' or '2m30s'; anything else is a ValueError."""
-    text = text.strip().lower()
-    try:
-        seconds = float(text)
-    except ValueError:
-        match = _DURATION.fullmatch(text)
-        if not text or match is None:
-            raise ValueError(f"{text!r} is not a duration such as 90, 90s, 10m or 1h30m") from None
-        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
-        seconds = 3600 * hours + 60 * minutes + secs
-    if not 0 <= seconds < math.inf:
-        raise ValueError(f"{text!r} is not a duration of zero or more seconds")
-    return seconds
 
 
 def presets() -> list[str]:

@@ -96,6 +96,14 @@ def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
     return vocab_size * cfg.embed_dim + first + (cfg.num_layers - 1) * rest + (size + 1) * vocab_size
 
 
+def train_flops_per_char(vocab_size: int, cfg: ModelConfig) -> float:
+    """Training FLOPs per character: 3x the forward matmuls of every layer and the head."""
+    gates = len(GATE_BLOCKS[cfg.cell])
+    forward = sum(2 * gates * cfg.hidden_size * ((cfg.embed_dim if i == 0 else cfg.hidden_size) + cfg.hidden_size)
+                  for i in range(cfg.num_layers))
+    return 3 * (forward + 2 * cfg.hidden_size * vocab_size)
+
+
 def training_bytes(vocab_size: int, cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
     """A rough lower bound on the memory training needs: fp32 weights, gradients and AdamW's two moments,
     plus the activations one window keeps for backpropagation."""

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from charrnn.config import Config, from_dict, load_config, parse_duration, presets
+from charrnn.cli.group import parse_duration
+from charrnn.config import Config, from_dict, load_config, presets
 from charrnn.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import click
 
 from charrnn import __version__
-from charrnn.config import MAX_INT, parse_duration
+from charrnn.config import MAX_INT
 from charrnn.errors import UserError
 
 
@@ -95,6 +96,25 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return super().convert(number, param, ctx)
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '90s', '10m', '1h30m', '1.5h' or '2m30s'; anything else is a ValueError."""
+    text = text.strip().lower()
+    try:
+        seconds = float(text)
+    except ValueError:
+        match = _DURATION.fullmatch(text)
+        if not text or match is None:
+            raise ValueError(f"{text!r} is not a duration such as 90, 90s, 10m or 1h30m") from None
+        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        seconds = 3600 * hours + 60 * minutes + secs
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"{text!r} is not a duration of zero or more seconds")
+    return seconds
 
 
 class Duration(click.ParamType):

@@ -23,7 +23,9 @@ from charrnn.devices import available_memory, resolve_device
 from charrnn.errors import UserError
 from charrnn.generation.sampling import generate
 from charrnn.model import CharRNN, training_bytes
+from charrnn.model import train_flops_per_char as model_flops_per_char
 from charrnn.training.loop import train
+from charrnn.training.throughput import sync
 from charrnn.vocab import Vocab
 
 SAMPLE_CELLS = ("lstm", "gru", "rnn")  # single-stream sampling speed is measured for each
@@ -58,15 +60,9 @@ class Row:
 
 
 def train_flops_per_char(shape: Shape, embed_dim: int, vocab_size: int) -> float:
-    """Training FLOPs per character: 3x the forward matmuls of every layer and the head."""
-    forward = sum(2 * 4 * shape.hidden_size * ((embed_dim if i == 0 else shape.hidden_size) + shape.hidden_size)
-                  for i in range(shape.num_layers))
-    return 3 * (forward + 2 * shape.hidden_size * vocab_size)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    """Training FLOPs per character of an LSTM of this shape (`charrnn.model.train_flops_per_char`)."""
+    cfg = ModelConfig(embed_dim=embed_dim, hidden_size=shape.hidden_size, num_layers=shape.num_layers)
+    return model_flops_per_char(vocab_size, cfg)
 
 
 def matmul_peak(device: torch.device, repeats: int = 5) -> float:
@@ -76,10 +72,10 @@ def matmul_peak(device: torch.device, repeats: int = 5) -> float:
     torch.mm(a, b)
     best = math.inf
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 
@@ -107,11 +103,11 @@ def raw_loop(shape: Shape, embed_dim: int, vocab_size: int, batch_size: int, seq
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
 
-    _sync(device)
+    sync(device)
     start = time.perf_counter()  # from a cold start, as charrnn_loop measures
     for _ in range(steps):
         step()
-    _sync(device)
+    sync(device)
     return batch_size * seq_len * steps / (time.perf_counter() - start)
 
 
@@ -139,11 +135,11 @@ def sampling_speed(shape: Shape, embed_dim: int, vocab_size: int, num_samples: i
     prime = vocab.chars[0]
     for _ in generate(model, vocab, prime, 20, num_samples=num_samples, generator=generator):
         pass
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in generate(model, vocab, prime, length, num_samples=num_samples, generator=generator):
         pass
-    _sync(device)
+    sync(device)
     return num_samples * length / (time.perf_counter() - start)
 
 

@@ -32,7 +32,7 @@ from charrnn.data.encoding import load_corpus
 from charrnn.data.split import split_of
 from charrnn.devices import resolve_device, resolve_precision
 from charrnn.errors import UserError
-from charrnn.model import parameter_count
+from charrnn.model import parameter_count, train_flops_per_char
 from charrnn.training.distributed import World
 from charrnn.training.precision import decide
 from charrnn.training.throughput import step_seconds
@@ -172,7 +172,6 @@ def plan_corpus(config: Path | None, overrides: Sequence[str], values: Mapping[s
 def plan_in(world: World, cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int,
             echo: Callable[[str], None]) -> Plan:
     """The plan of a run's main process, which every process then trains with; its lines go to `echo`."""
-    check_budget(cfg.train.time_budget)
     plan = [plan_run(cfg, free, train_chars, vocab_size, world.device, world.size) if world.is_main else None]
     if world.enabled:
         torch.distributed.broadcast_object_list(plan, src=0)
@@ -252,8 +251,7 @@ class _SpeedModel:
                        embed_dim=int(self.fixed.get("model.embed_dim", EMBED_DIM)))  # type: ignore[arg-type]
 
     def flops(self, model: ModelConfig, batch: int, seq_len: int) -> float:
-        """Training FLOPs of one step: 6 per weight (embeddings excepted) per character."""
-        return 6.0 * (parameter_count(self.vocab_size, model) - self.vocab_size * model.embed_dim) * batch * seq_len
+        return train_flops_per_char(self.vocab_size, model) * batch * seq_len
 
     def _time(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float:
         return step_seconds(precision, model, self.vocab_size, batch // self.processes, seq_len, self.device)[0]

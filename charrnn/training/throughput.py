@@ -52,7 +52,7 @@ def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, ba
         ids = torch.randint(vocab_size, (batch_size, seq_len + 1), device=device)
         best = math.inf
         for step in range(STEPS + 1):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             with autocast(device, precision):
                 logits, _ = model(ids[:, :-1])
@@ -60,13 +60,14 @@ def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, ba
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            _sync(device)
+            sync(device)
             if step:  # the first step pays for allocation and kernel selection
                 best = min(best, time.perf_counter() - start)
     return best
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for a CUDA device's queued work, so that a clock reads what it did; nothing on a CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
