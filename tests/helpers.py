@@ -30,10 +30,25 @@ FAST = ["model.embed_dim=16", "model.hidden_size=32", "model.num_layers=2", "tra
 
 def run_cli(*args: object, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """`python -m charrnn ARGS` in a subprocess, as a user runs it."""
-    result = subprocess.run([sys.executable, "-m", "charrnn", *map(str, args)], capture_output=True, cwd=ROOT,
-                            **kwargs)
+    return _checked(subprocess.run([sys.executable, "-m", "charrnn", *map(str, args)], capture_output=True,
+                                   cwd=ROOT, **kwargs), check)
+
+
+def invoke(*args: object, check: bool = True) -> subprocess.CompletedProcess:
+    """`charrnn ARGS` in this process (no second torch import): for tests of what a command prints and returns,
+    not of how a process starts, exits or takes signals, which `run_cli` shows."""
+    from click.testing import CliRunner
+
+    from charrnn.cli import main
+
+    got = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return _checked(subprocess.CompletedProcess(["charrnn", *map(str, args)], got.exit_code, got.stdout_bytes,
+                                                got.stderr_bytes), check)
+
+
+def _checked(result: subprocess.CompletedProcess, check: bool) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
-        raise AssertionError(f"charrnn {' '.join(map(str, args))} exited {result.returncode}:\n"
+        raise AssertionError(f"{' '.join(map(str, result.args))} exited {result.returncode}:\n"
                              f"{result.stderr.decode(errors='replace')}")
     return result
 

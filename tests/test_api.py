@@ -20,7 +20,7 @@ from charrnn.errors import UserError
 from charrnn.evaluation.static import FILE_SEQ_LEN as SCORE_SEQ_LEN
 from charrnn.model import CharRNN, cross_entropy
 from charrnn.vocab import Vocab
-from tests.helpers import ROOT, TINY_CONFIG, random_model, run_cli
+from tests.helpers import ROOT, TINY_CONFIG, invoke, random_model, run_cli
 
 TEXT = Path(textwrap.__file__).read_text(encoding="utf-8")  # the tiny run's corpus: every character is known
 
@@ -60,9 +60,9 @@ def test_generate_is_reproducible_with_a_seed_and_stream_yields_the_same_charact
 
 
 def test_the_cli_prints_exactly_what_the_api_generates(model, tiny_run):
-    out = run_cli("sample", tiny_run, "--prime", "def ", "-n", 60, "-t", 0.7, "--top-k", 10, "--seed", 5).stdout
+    out = invoke("sample", tiny_run, "--prime", "def ", "-n", 60, "-t", 0.7, "--top-k", 10, "--seed", 5).stdout
     assert out.decode() == "def " + model.generate("def ", 60, temperature=0.7, top_k=10, seed=5) + "\n"
-    many = run_cli("sample", tiny_run, "-n", 30, "--num-samples", 3, "--seed", 2).stdout.decode()
+    many = invoke("sample", tiny_run, "-n", 30, "--num-samples", 3, "--seed", 2).stdout.decode()
     texts = model.generate_many(3, "", 30, seed=2)
     assert many == "".join(f"===== sample {i} =====\n{t}\n" for i, t in enumerate(texts, 1))
 
@@ -110,7 +110,7 @@ def test_score_agrees_with_charrnn_eval(model, tiny_run, tmp_path):
     text = TEXT[:1500]
     path = tmp_path / "t.txt"
     path.write_text("\n" + text, encoding="utf-8")  # eval predicts every character after the first
-    evaluated = json.loads(run_cli("eval", tiny_run, path, "--json").stdout)
+    evaluated = json.loads(invoke("eval", tiny_run, path, "--json").stdout)
     score = model.score(text)
     assert (score["chars"], score["loss"]) == (evaluated["chars"], pytest.approx(evaluated["loss"], rel=1e-5))
 
@@ -168,8 +168,8 @@ def test_fit_names_bad_keys_and_ambiguous_ones(monkeypatch, tmp_path):
 def test_prime_file_primes_like_the_same_prime_on_the_command_line(tiny_run, tmp_path):
     path = tmp_path / "prime.txt"
     path.write_bytes(b"\xef\xbb\xbfdef wrap(text):\r\n    ")  # a BOM and CRLF, normalised as the corpus was
-    from_file = run_cli("sample", tiny_run, "--prime-file", path, "-n", 50, "--seed", 1).stdout
-    inline = run_cli("sample", tiny_run, "--prime", "def wrap(text):\n    ", "-n", 50, "--seed", 1).stdout
+    from_file = invoke("sample", tiny_run, "--prime-file", path, "-n", 50, "--seed", 1).stdout
+    inline = invoke("sample", tiny_run, "--prime", "def wrap(text):\n    ", "-n", 50, "--seed", 1).stdout
     assert from_file == inline
     assert from_file.startswith(b"def wrap(text):\n    ")
 
@@ -177,7 +177,7 @@ def test_prime_file_primes_like_the_same_prime_on_the_command_line(tiny_run, tmp
 def test_prime_file_characters_outside_the_vocabulary_are_skipped_and_counted(tiny_run, tmp_path):
     path = tmp_path / "prime.txt"
     path.write_text("日本def ", encoding="utf-8")
-    result = run_cli("sample", tiny_run, "--prime-file", path, "-n", 5, "--seed", 1)
+    result = invoke("sample", tiny_run, "--prime-file", path, "-n", 5, "--seed", 1)
     assert result.stdout.startswith(b"def ")
     assert b"skipped 2 characters" in result.stderr
 

@@ -1,4 +1,4 @@
-"""End to end through the real command line: a subprocess for the main paths, CliRunner for the errors."""
+"""End to end through the real command line: the tiny run and --help in a subprocess, the rest in process."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from charrnn.cli import main
-from tests.helpers import ROOT, TINY_CONFIG, run_cli
+from tests.helpers import ROOT, TINY_CONFIG, invoke, run_cli
 
 
 def one_line_error(result) -> str:
@@ -38,23 +38,23 @@ def test_train_writes_the_run_dir(tiny_run):
 
 def test_sample_is_reproducible_with_a_seed(tiny_run):
     args = ("sample", tiny_run, "--length", 80, "--seed", 3, "--prime", "def ")
-    first, second = run_cli(*args).stdout, run_cli(*args).stdout
+    first, second = invoke(*args).stdout, invoke(*args).stdout
     assert first == second
     assert first.startswith(b"def ")
     assert len(first.decode()) == 4 + 80 + 1
-    other = run_cli("sample", tiny_run, "--length", 80, "--seed", 4, "--prime", "def ").stdout
+    other = invoke("sample", tiny_run, "--length", 80, "--seed", 4, "--prime", "def ").stdout
     assert other != first
 
 
 def test_sample_options_and_several_samples(tiny_run):
-    out = run_cli("sample", tiny_run / "checkpoints" / "last.pt", "-n", 30, "--num-samples", 3, "--top-k", 5,
+    out = invoke("sample", tiny_run / "checkpoints" / "last.pt", "-n", 30, "--num-samples", 3, "--top-k", 5,
                   "--top-p", 0.9, "--temperature", 0.7, "--seed", 1, "--device", "cpu").stdout.decode()
     assert [line for line in out.splitlines() if line.startswith("=====")] == \
         ["===== sample 1 =====", "===== sample 2 =====", "===== sample 3 ====="]
 
 
 def test_eval_json_and_text(tiny_run, corpus_file):
-    data = json.loads(run_cli("eval", tiny_run, corpus_file, "--json").stdout)
+    data = json.loads(invoke("eval", tiny_run, corpus_file, "--json").stdout)
     assert set(data) == {"loss", "bpc", "chars", "skipped", "baselines"}
     assert data["bpc"] == pytest.approx(data["loss"] / 0.6931471805599453)
     assert 0 < data["loss"] < 5
@@ -74,7 +74,7 @@ def test_eval_skips_and_counts_unknown_characters(tiny_run, tmp_path):
 
 
 def test_info(tiny_run):
-    out = run_cli("info", tiny_run).stdout.decode()
+    out = invoke("info", tiny_run).stdout.decode()
     for expected in ("step:        30", "best val:", "parameters:", "vocabulary:", "hidden_size = 64", "[train]"):
         assert expected in out
 
@@ -152,11 +152,11 @@ def test_existing_run_dir_is_refused_through_the_cli(tiny_run, corpus_file):
 def test_raw_bytes_corpus_trains_and_samples_bytes(tmp_path):
     data = bytes(range(256)) * 40 + b"\x00\xff binary \r\n" * 200
     (tmp_path / "blob.bin").write_bytes(data)
-    run_cli("train", tmp_path / "blob.bin", "--run-dir", tmp_path / "r", "--config", ROOT / "configs" / "tiny.toml",
+    invoke("train", tmp_path / "blob.bin", "--run-dir", tmp_path / "r", "--config", ROOT / "configs" / "tiny.toml",
             "--encoding", "bytes", "--max-steps", 5, "--device", "cpu")
-    out = run_cli("sample", tmp_path / "r", "--length", 100, "--seed", 0, "--prime", "").stdout
+    out = invoke("sample", tmp_path / "r", "--length", 100, "--seed", 0, "--prime", "").stdout
     assert len(out) == 101  # 100 raw bytes and a newline, whatever their values
-    assert "256 bytes" in run_cli("info", tmp_path / "r").stdout.decode()
+    assert "256 bytes" in invoke("info", tmp_path / "r").stdout.decode()
 
 
 def test_binary_file_without_bytes_encoding_is_refused(tmp_path):
@@ -216,15 +216,15 @@ def test_an_undecodable_corpus_path_is_one_clear_line(tmp_path):
 def test_an_emoji_corpus_path_trains_and_resumes(tmp_path, corpus_file):
     path = tmp_path / "poems 😀 \"quoted\".txt"
     path.write_text(corpus_file.read_text())
-    run_cli("train", path, "--run-dir", tmp_path / "r", "--config", TINY_CONFIG, "--max-steps", 3, "--device", "cpu")
-    run_cli("train", "--resume", tmp_path / "r", "--max-steps", 6)
-    assert "step:        6" in run_cli("info", tmp_path / "r").stdout.decode()
+    invoke("train", path, "--run-dir", tmp_path / "r", "--config", TINY_CONFIG, "--max-steps", 3, "--device", "cpu")
+    invoke("train", "--resume", tmp_path / "r", "--max-steps", 6)
+    assert "step:        6" in invoke("info", tmp_path / "r").stdout.decode()
 
 
 def test_data_path_may_come_from_the_config_file(tmp_path, corpus_file):
     config = tmp_path / "c.toml"
     config.write_text(TINY_CONFIG.read_text() + f"\n[data]\npath = {json.dumps(str(corpus_file))}\n")
-    run_cli("train", "--run-dir", tmp_path / "r", "--config", config, "--max-steps", 2, "--device", "cpu")
+    invoke("train", "--run-dir", tmp_path / "r", "--config", config, "--max-steps", 2, "--device", "cpu")
     assert (tmp_path / "r" / "checkpoints" / "last.pt").exists()
 
 
@@ -243,25 +243,25 @@ def test_full_or_closed_output_streams(tmp_path, tiny_run, corpus_file):
 
 
 def test_a_tiny_temperature_is_greedy_not_nan(tiny_run):
-    cold = run_cli("sample", tiny_run, "-n", 60, "--temperature", "1e-45", "--seed", 1).stdout
-    greedy = run_cli("sample", tiny_run, "-n", 60, "--temperature", "0").stdout
+    cold = invoke("sample", tiny_run, "-n", 60, "--temperature", "1e-45", "--seed", 1).stdout
+    greedy = invoke("sample", tiny_run, "-n", 60, "--temperature", "0").stdout
     assert cold == greedy
 
 
 def test_a_gru_run_through_the_cli_samples_evaluates_and_shows_its_cell(tmp_path, corpus_file):
-    run_cli("train", corpus_file, "--run-dir", tmp_path / "r", "--config", TINY_CONFIG, "--max-steps", 6,
+    invoke("train", corpus_file, "--run-dir", tmp_path / "r", "--config", TINY_CONFIG, "--max-steps", 6,
             "--set", "model.cell=gru", "--device", "cpu")
-    assert "cell:        gru (2 x 64)" in run_cli("info", tmp_path / "r").stdout.decode()
-    assert len(run_cli("sample", tmp_path / "r", "-n", 40, "--seed", 0).stdout.decode()) == 41
-    assert json.loads(run_cli("eval", tmp_path / "r", corpus_file, "--json").stdout)["loss"] > 0
+    assert "cell:        gru (2 x 64)" in invoke("info", tmp_path / "r").stdout.decode()
+    assert len(invoke("sample", tmp_path / "r", "-n", 40, "--seed", 0).stdout.decode()) == 41
+    assert json.loads(invoke("eval", tmp_path / "r", corpus_file, "--json").stdout)["loss"] > 0
 
 
 def test_a_preset_by_name_and_a_duration(tmp_path, corpus_file):
-    run_cli("train", corpus_file, "--run-dir", tmp_path / "r", "--config", "tiny", "--time-budget", "1m",
+    invoke("train", corpus_file, "--run-dir", tmp_path / "r", "--config", "tiny", "--time-budget", "1m",
             "--max-steps", 3, "--device", "cpu")
     config = (tmp_path / "r" / "config.toml").read_text()
     assert "time_budget = 60.0" in config
     assert "hidden_size = 64" in config  # the tiny preset's
-    refused = run_cli("train", corpus_file, "--run-dir", tmp_path / "s", "--time-budget", "10x", check=False)
+    refused = invoke("train", corpus_file, "--run-dir", tmp_path / "s", "--time-budget", "10x", check=False)
     assert refused.returncode == 2
     assert "'--time-budget': '10x' is not a duration such as 90, 90s, 10m or 1h30m" in refused.stderr.decode()

@@ -187,8 +187,9 @@ class _Loop:
                 # once in a while: a sample for TensorBoard (main process only; a signal abandons it)
                 if s.every(tc.sample_every) and world.is_main and s.stop not in INTERRUPTS:
                     self._sample(s)
-                # save: periodically, on improvement, and at the end
-                if s.moved and (last_step or improved or s.every(tc.checkpoint_every)):
+                # save: periodically, on improvement, and at the end; a new run stopped before its first step
+                # saves step 0, so that it has a checkpoint to resume from, as the stop message says
+                if (s.moved or s.state.step == 0) and (last_step or improved or s.every(tc.checkpoint_every)):
                     self._save(s, best=improved, periodic=s.every(tc.checkpoint_every) and tc.keep_last > 0)
                 if last_step:
                     break

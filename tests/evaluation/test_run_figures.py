@@ -10,7 +10,7 @@ import pytest
 import charrnn
 from charrnn.config import load_config
 from charrnn.training.loop import train
-from tests.helpers import fast_config, run_cli, steps_logged
+from tests.helpers import fast_config, invoke, steps_logged
 
 MEMORISE = ["model.embed_dim=16", "model.hidden_size=128", "model.num_layers=1", "train.batch_size=4",
             "train.seq_len=64", "train.lr=1e-2", "train.warmup_steps=5", "train.max_steps=800",
@@ -41,7 +41,7 @@ def common_prefix(a, b):
 
 def test_a_memorised_corpus_is_reported_as_copied_as_far_as_the_greedy_sample_recites_it(memorised):
     run, text = memorised
-    out = json.loads(run_cli("sample", run, "--prime", text[:40], "-n", 300, "-t", 0, "--json").stdout)
+    out = json.loads(invoke("sample", run, "--prime", text[:40], "-n", 300, "-t", 0, "--json").stdout)
     sample = out["samples"][0]
     recited = common_prefix(sample["text"][40:], text[40:])
     assert recited >= 200  # it did memorise: the test means something
@@ -53,11 +53,11 @@ def test_a_memorised_corpus_is_reported_as_copied_as_far_as_the_greedy_sample_re
 
 def test_the_copy_check_goes_to_stderr_after_the_streamed_sample(memorised):
     run, text = memorised
-    result = run_cli("sample", run, "--prime", text[:40], "-n", 100, "-t", 0)
+    result = invoke("sample", run, "--prime", text[:40], "-n", 100, "-t", 0)
     assert result.stdout.decode().startswith(text[:40])
     assert "copy check: the longest span copied verbatim from the corpus is" in result.stderr.decode()
     assert "from tiny.txt at character 40" in result.stderr.decode()
-    quiet = run_cli("sample", run, "-n", 50, "--no-copy-check")
+    quiet = invoke("sample", run, "-n", 50, "--no-copy-check")
     assert "copy check" not in quiet.stderr.decode()
 
 
@@ -82,14 +82,14 @@ def test_sampling_without_the_corpus_still_works_and_says_the_check_was_skipped(
     state = torch.load(ckpt, weights_only=True)
     state["config"]["data"]["path"] = str(tmp_path / "gone.txt")
     torch.save(state, ckpt)
-    result = run_cli("sample", ckpt, "-n", 30, "--seed", 1)
+    result = invoke("sample", ckpt, "-n", 30, "--seed", 1)
     assert "copy check skipped: the copy check reads the checkpoint's training corpus" in result.stderr.decode()
     assert "is not there" in result.stderr.decode()
 
 
 def test_eval_without_a_file_scores_the_validation_split_exactly_as_training_did(small_run):
     run, result = small_run
-    out = json.loads(run_cli("eval", run / "checkpoints" / "last.pt", "--json").stdout)
+    out = json.loads(invoke("eval", run / "checkpoints" / "last.pt", "--json").stdout)
     assert out["loss"] == pytest.approx(result.val_loss, abs=1e-6)
     assert {"unigram", "zlib", "bz2", "xz"} <= out["baselines"].keys()
     assert any(name.endswith("-gram KN") for name in out["baselines"])
@@ -99,17 +99,17 @@ def test_eval_without_a_file_scores_the_validation_split_exactly_as_training_did
 
 def test_eval_of_a_file_prints_the_model_beside_the_baselines(small_run, corpus_file):
     run, _ = small_run
-    printed = run_cli("eval", run, corpus_file).stdout.decode().splitlines()
+    printed = invoke("eval", run, corpus_file).stdout.decode().splitlines()
     assert printed[1].startswith("model ")
     assert "-gram KN" in printed[1] and "xz" in printed[1] and "unigram" in printed[1]
     data = corpus_file.read_bytes()
-    out = json.loads(run_cli("eval", run, corpus_file, "--json").stdout)
+    out = json.loads(invoke("eval", run, corpus_file, "--json").stdout)
     assert out["baselines"]["zlib"] == pytest.approx(len(zlib.compress(data, 9)) * 8 / len(data.decode()))
-    assert "baselines" not in json.loads(run_cli("eval", run, corpus_file, "--json", "--no-baselines").stdout)
+    assert "baselines" not in json.loads(invoke("eval", run, corpus_file, "--json", "--no-baselines").stdout)
 
 
 def test_the_end_of_training_prints_the_baselines(tmp_path, corpus_file):
-    result = run_cli("train", corpus_file, "--run-dir", tmp_path / "r", "--config", "tiny", "--device", "cpu")
+    result = invoke("train", corpus_file, "--run-dir", tmp_path / "r", "--config", "tiny", "--device", "cpu")
     lines = result.stderr.decode().splitlines()
     assert any(line.startswith("on the validation text: model ") and "-gram KN" in line for line in lines)
 
@@ -128,7 +128,7 @@ def test_tensorboard_carries_the_samples_copy_figures(small_run):
 
 def test_eval_needs_a_file_for_dynamic_and_streams(small_run):
     run, _ = small_run
-    result = run_cli("eval", run, "--dynamic", check=False)
+    result = invoke("eval", run, "--dynamic", check=False)
     assert result.returncode != 0
     assert result.stderr.decode().strip().splitlines()[-1] == "Error: --dynamic scores a FILE: give one"
 
@@ -158,9 +158,9 @@ def test_visualize_says_which_side_of_the_split_the_file_is_on(tmp_path):
     outside = next(n for i, n in enumerate(loaded.file_names)
                    if not ((held[:, 0] < loaded.file_starts[i + 1]) & (held[:, 1] > loaded.file_starts[i])).any())
     for name, side in ((inside, "held out for validation"), (outside, "in the training split")):
-        err = run_cli("visualize", run, tree / name, "--out", tmp_path / "v.html", "--chars", 200).stderr.decode()
+        err = invoke("visualize", run, tree / name, "--out", tmp_path / "v.html", "--chars", 200).stderr.decode()
         assert f"is part of the run's corpus: {side} (data.split = 'hash')" in err
-    err = run_cli("visualize", run, __file__, "--out", tmp_path / "v.html", "--chars", 200).stderr.decode()
+    err = invoke("visualize", run, __file__, "--out", tmp_path / "v.html", "--chars", 200).stderr.decode()
     assert "part of the run's corpus" not in err
 
 
@@ -169,7 +169,7 @@ def test_eval_of_a_run_whose_corpus_is_gone_is_one_clear_line(tmp_path, corpus_f
     shutil.copy(corpus_file, text)
     train(fast_config(text, "train.max_steps=10", "train.baselines=false"), tmp_path / "run", progress=False)
     text.unlink()
-    result = run_cli("eval", tmp_path / "run", check=False)
+    result = invoke("eval", tmp_path / "run", check=False)
     assert result.returncode == 1
     lines = result.stderr.decode().strip().splitlines()
     assert lines == [f"Error: scoring the validation split reads the checkpoint's training corpus {text}, "
@@ -177,7 +177,7 @@ def test_eval_of_a_run_whose_corpus_is_gone_is_one_clear_line(tmp_path, corpus_f
 
 
 def test_a_bad_split_rule_is_one_clear_line(tmp_path, corpus_file):
-    result = run_cli("train", corpus_file, "--run-dir", tmp_path / "r", "--set", "data.split='random'", check=False)
+    result = invoke("train", corpus_file, "--run-dir", tmp_path / "r", "--set", "data.split='random'", check=False)
     assert result.returncode != 0
     assert result.stderr.decode().strip().splitlines()[-1] == \
         "Error: config data.split must be 'auto', 'tail' or 'hash', got 'random'"
@@ -189,7 +189,7 @@ def test_eval_of_the_split_refuses_a_corpus_that_changed_since_training(tmp_path
     shutil.copy(corpus_file, text)
     train(fast_config(text, "train.max_steps=10", "train.baselines=false"), tmp_path / "run", progress=False)
     text.write_text(text.read_text()[::-1])  # the same characters, another text
-    result = run_cli("eval", tmp_path / "run", check=False)
+    result = invoke("eval", tmp_path / "run", check=False)
     assert result.returncode == 1
     assert "has changed since training (its content hash differs)" in result.stderr.decode()
 

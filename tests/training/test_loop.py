@@ -105,6 +105,28 @@ def test_interrupted_then_resumed_run_is_bitwise_identical(tmp_path, corpus_file
     assert steps_logged(tmp_path / "split") == steps_logged(tmp_path / "full")
 
 
+def test_a_signal_before_the_first_step_saves_step_0_and_resumes_bitwise(tmp_path, corpus_file, monkeypatch):
+    cfg = fast_config(corpus_file)
+    full = train(cfg, tmp_path / "full")
+    original, said = loop.build, []
+
+    def build_then_signal(*args, **kwargs):
+        parts = original(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # arrives after the run dir is made, before any step
+        return parts
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "build", build_then_signal)
+        first = train(cfg, tmp_path / "split", echo=said.append)
+    assert (first.stopped_by, first.step) == ("SIGINT", 0)
+    assert last(tmp_path / "split").run.step == 0
+    assert any(line.startswith("SIGINT: saved step 0 to ") for line in said)
+    resumed = resume(tmp_path / "split")
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.best_val_loss == full.best_val_loss
+
+
 def test_resume_after_a_crash_drops_metrics_logged_past_the_checkpoint(tmp_path, corpus_file):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -273,6 +273,5 @@ def test_sigterm_stops_a_run_with_long_validations_at_once(tmp_path, big_corpus,
     assert b"Traceback" not in err
     assert waited < 10, f"took {waited:.1f}s to stop"  # a validation alone takes far longer than this
     if (run_dir / "checkpoints" / "last.pt").exists():
-        saved = last(run_dir)
-        assert saved.run.step >= 1
+        saved = last(run_dir)  # step 0 when the signal came before the first step
         assert saved.run.val_loss is None  # the abandoned validation left no trace
