@@ -34,7 +34,7 @@ from charrnn.devices import resolve_device, resolve_precision
 from charrnn.errors import UserError
 from charrnn.model import parameter_count, train_flops_per_char
 from charrnn.training.distributed import World
-from charrnn.training.precision import decide
+from charrnn.training.precision import MARGIN
 from charrnn.training.throughput import step_seconds
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "train.batch_size",
@@ -45,6 +45,7 @@ WIDTHS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
 DEPTHS = (1, 2)  # the sweeps hold one run of 3 layers, which the rule overrated by 0.048: not offered until swept
 ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
 FINALISTS = 3  # the best candidates by estimated speed, timed before the choice
+TIMING_SHARE = 0.03  # the finalists are timed while planning has spent less than this share of the budget
 SEQ_LEN, BATCH, MAX_BATCH, EMBED_DIM, WARMUP, WEIGHT_DECAY = 100, 32, 512, 64, 50, 0.1  # the presets' recipe
 MAX_STEPS = 20_000  # a plan with more steps than this doubles its batch instead (GPUs, long budgets)
 PARAMS_PER_CHAR = 15  # no bigger model than this per training character: 1 x 512 (13.5) was best on 100K chars
@@ -83,6 +84,7 @@ class Plan:
     budget: float
     seconds: float  # spent planning, counted in the budget
     kept: tuple[str, ...]  # planned keys the config set, which the plan kept
+    precision_why: str = ""  # how the precision was chosen, where it was
 
     def lines(self) -> list[str]:
         """What the planner chose and why, for the user, before training."""
@@ -98,7 +100,7 @@ class Plan:
                  f"{c.epochs:.2g} epochs, in {self.budget:g} s of which planning took {self.seconds:.1f} s",
                  f"plan: why: of {self.considered} candidates the rule predicts {c.loss:.3f} nats/char above the "
                  f"corpus's floor for {c.shape}" + (f", against {others}" if others else "")
-                 + f"; dropout {m.dropout:g} for {c.epochs:.2g} epochs"]
+                 + f"; dropout {m.dropout:g} for {c.epochs:.2g} epochs" + self.precision_why]
         if c.params > PARAMS_PER_CHAR * self.train_chars:
             lines.append(f"plan: note: no candidate has {PARAMS_PER_CHAR} parameters per training character or "
                          "fewer, so this, the smallest, will overfit: a longer corpus would do better")
@@ -204,20 +206,23 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     usable = [e for e in estimates if e.params <= cap and e.steps >= MIN_STEPS] or \
         [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.params))]  # nothing fits: the smallest that runs
     usable.sort(key=lambda e: e.loss)
-    timed = {e.model: speed.timings(e) for e in usable[:FINALISTS]}
-    finalists = sorted((speed.timed(e, timed[e.model], train_chars, budget) for e in usable[:FINALISTS]),
+    timed = {}
+    for e in usable[:FINALISTS]:  # best first, in the precision the anchors chose; past the share, estimates stand
+        if clock() - start < TIMING_SHARE * budget:
+            timed[e.model] = speed.time(e)
+    finalists = sorted((speed.again(e, timed.get(e.model), train_chars, budget) for e in usable[:FINALISTS]),
                        key=lambda e: e.loss)
     best = finalists[0]
-    chosen = speed.timed(best, timed[best.model], train_chars, budget - (clock() - start))  # in the seconds left
+    chosen = speed.again(best, timed.get(best.model), train_chars, budget - (clock() - start))  # the seconds left
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
               "model.embed_dim": chosen.model.embed_dim, "train.batch_size": chosen.batch_size,
               "train.seq_len": chosen.seq_len, "model.dropout": dropout_for(best.epochs, best.params / train_chars),
               "train.lr": lr_for(chosen.model.num_layers, chosen.model.hidden_size, chosen.batch_size),
               "train.weight_decay": WEIGHT_DECAY, "train.warmup_steps": WARMUP, "train.min_lr_ratio": 0.0,
-              "train.precision": precision}
+              "train.precision": chosen.precision}
     planned = cfg.with_overrides((), {k: v for k, v in values.items() if k in free})
     return Plan(planned, chosen, tuple(finalists), len(estimates), train_chars, budget, clock() - start,
-                tuple(k for k in PLANNED if k not in free))
+                tuple(k for k in PLANNED if k not in free), speed.why(chosen) if "train.precision" in free else "")
 
 
 def _get(cfg: Config, key: str) -> object:
@@ -264,6 +269,18 @@ class _SpeedModel:
         slope = max((t1 - t0) / (f1 - f0), 1e-15)
         return max(t0 - slope * f0, 0.0), slope
 
+    def on_line(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float:
+        """Seconds per step of a shape by the anchors' line."""
+        overhead, per_flop = self.lines[precision]
+        return overhead + per_flop * self.flops(model, batch, seq_len)
+
+    def why(self, e: Estimate) -> str:
+        """What chose the precision of `e`: the anchors' speed in each, for its shape."""
+        if len(self.precisions) == 1:
+            return ""
+        fp32, bf16 = (self.on_line(p, e.model, e.batch_size, e.seq_len) for p in ("fp32", "bf16"))
+        return f"; {e.precision}: the anchors put bf16 at {fp32 / bf16:.2f}x fp32's speed for this shape"
+
     def estimate(self, layers: int, width: int, train_chars: int, seconds: float) -> Estimate:
         """A candidate's loss, its batch doubled while it would take more than MAX_STEPS steps."""
         model = self.shape(layers, width)
@@ -271,22 +288,23 @@ class _SpeedModel:
         seq_len = int(self.fixed.get("train.seq_len", SEQ_LEN))  # type: ignore[arg-type]
         while True:
             b, t, _ = fit_batch(train_chars, batch, seq_len, "train", self.processes)
-            precision, per_step = min(((p, self.lines[p][0] + self.lines[p][1] * self.flops(model, b, t))
-                                       for p in self.precisions), key=lambda x: x[1])
+            per = {p: self.on_line(p, model, b, t) for p in self.precisions}
+            # bf16 only by MARGIN, as 'auto' decides: within timing noise, fp32 (exact) wins
+            precision = self.precisions[0] if len(per) == 1 or per["fp32"] / per["bf16"] < MARGIN else "bf16"
+            per_step = per[precision]
             e = self._estimate(model, b, t, precision, per_step, False, train_chars, seconds)
             if e.steps <= MAX_STEPS or "train.batch_size" in self.fixed or batch * 2 > MAX_BATCH or b < batch:
                 return e
             batch *= 2
 
-    def timings(self, e: Estimate) -> dict[str, float]:
-        """Seconds per step of a candidate in each precision it may train in, timed (or cached)."""
-        return {p: self._time(p, e.model, e.batch_size, e.seq_len) for p in self.precisions}
+    def time(self, e: Estimate) -> float:
+        """Seconds per step of a candidate in its precision, timed (or cached)."""
+        return self._time(e.precision, e.model, e.batch_size, e.seq_len)
 
-    def timed(self, e: Estimate, times: dict[str, float], train_chars: int, seconds: float) -> Estimate:
-        """The estimate again at its timed speed, in the precision 'auto' will pick for it (bf16 only by MARGIN)."""
-        precision = decide(times["fp32"] / times["bf16"], "").precision if len(times) == 2 else next(iter(times))
-        return self._estimate(e.model, e.batch_size, e.seq_len, precision, times[precision], True, train_chars,
-                              seconds)
+    def again(self, e: Estimate, timed: float | None, train_chars: int, seconds: float) -> Estimate:
+        """The estimate for `seconds`, at its `timed` speed where it was timed."""
+        per_step, measured = (e.seconds_per_step, e.measured) if timed is None else (timed, True)
+        return self._estimate(e.model, e.batch_size, e.seq_len, e.precision, per_step, measured, train_chars, seconds)
 
     def _estimate(self, model: ModelConfig, batch: int, seq_len: int, precision: str, per_step: float,
                   measured: bool, train_chars: int, seconds: float) -> Estimate:

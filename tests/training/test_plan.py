@@ -56,7 +56,7 @@ def planned(*overrides: str, train_chars: int = 1_000_000, clock=None):
 def test_the_plan_is_the_same_for_the_same_measurements_and_follows_them(measured, monkeypatch):
     a, b = planned(), planned()
     assert a.config == b.config and a.chosen == b.chosen
-    assert a.config.train.time_budget == 600 and a.config.train.precision == "auto"
+    assert a.config.train.time_budget == 600 and a.config.train.precision == "fp32"
     # A device where every step costs the same no matter the shape buys the largest model the corpus allows.
     monkeypatch.setattr(plan_mod, "step_seconds", lambda *args: (0.05, False))
     flat = planned()
@@ -76,8 +76,27 @@ def test_the_plan_predicts_from_its_rule_and_says_why(measured):
     assert lines[0].startswith(f"plan: {p.config.model.num_layers} x {p.config.model.hidden_size} LSTM")
     assert "parameters for 1,000,000 training characters" in lines[0] and "epochs" in lines[1]
     assert lines[2].startswith("plan: why: of 18 candidates")
-    # The anchors and the finalists were timed, in both precisions only where 'auto' may pick bf16.
     assert {c[0] for c in measured.calls} <= {"fp32", "bf16"} and len(measured.calls) >= 2
+
+
+@pytest.mark.parametrize("bf16_speedup, expected", [(1.5, "bf16"), (1.02, "fp32"), (0.5, "fp32")])
+def test_the_anchors_choose_the_precision_and_the_finalists_are_timed_in_it_alone(monkeypatch, bf16_speedup,
+                                                                                 expected):
+    speed = fake_speed(bf16_speedup)
+    monkeypatch.setattr(plan_mod, "step_seconds", speed)
+    monkeypatch.setattr(plan_mod, "resolve_precision", lambda *args: "bf16")  # a CPU where 'auto' may pick bf16
+    p = planned()
+    assert p.config.train.precision == expected  # within MARGIN, fp32 (exact) wins
+    anchors, finalists = speed.calls[:4], speed.calls[4:]
+    assert sorted(c[0] for c in anchors) == ["bf16", "bf16", "fp32", "fp32"]
+    assert len(finalists) == plan_mod.FINALISTS and {c[0] for c in finalists} == {expected}
+    assert f"; {expected}: the anchors put bf16 at {bf16_speedup:.2f}x fp32's speed" in p.lines()[2]
+
+
+def test_the_finalists_are_timed_only_within_their_share_of_the_budget(measured):
+    p = planned(clock=iter(range(0, 10_000, 10)).__next__)  # 10 s pass at every look: the share (18 s) after one
+    assert [e.measured for e in p.finalists].count(True) == 1
+    assert p.chosen.model == p.finalists[0].model  # the ranking takes estimated and timed finalists alike
 
 
 def test_more_steps_than_the_cap_buy_a_larger_batch(monkeypatch):
