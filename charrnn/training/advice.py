@@ -17,8 +17,9 @@ CLOSE = 0.05  # nats/char: train and validation this close show no overfitting
 FALLING = 0.005  # nats/char: the last evaluation improved on the one before by at least this
 
 
-def advice(run_dir: Path, cfg: Config, train_chars: int, vocab_size: int) -> list[str]:
-    """One line of advice when the run overfit or underfit; none when it did neither or is too short to tell."""
+def advice(run_dir: Path, cfg: Config, train_chars: int, symbols: int) -> list[str]:
+    """One line of advice when the run overfit or underfit; none when it did neither or is too short to tell;
+    `symbols` are those the text uses (`charrnn.training.plan.used_symbols`), whose parameters the rule counts."""
     records = read_metrics(run_dir)
     evals = [(r["step"], r["val/loss"]) for r in records if isinstance(r.get("val/loss"), float)]
     trains = [r["train/loss"] for r in records if isinstance(r.get("train/loss"), float)]
@@ -30,7 +31,7 @@ def advice(run_dir: Path, cfg: Config, train_chars: int, vocab_size: int) -> lis
     seen = last_step * t.batch_size * t.seq_len
     epochs = seen / train_chars
     if best_step <= EARLY * last_step and best - train > OVERFIT_GAP:
-        dropout = min(max(m.dropout + 0.1, dropout_for(epochs, parameter_count(vocab_size, m) / train_chars)), 0.5)
+        dropout = min(max(m.dropout + 0.1, dropout_for(epochs, parameter_count(symbols, m) / train_chars)), 0.5)
         smaller = max((w for w in WIDTHS if w < m.hidden_size), default=m.hidden_size)
         return [f"advice: overfitting: the best validation ({best:.4f}) came at step {best_step:,} of {last_step:,} "
                 f"and the train loss ends {best - train:.2f} below it, after {epochs:.2g} epochs; next time try "
@@ -40,7 +41,7 @@ def advice(run_dir: Path, cfg: Config, train_chars: int, vocab_size: int) -> lis
                 f"still fell {before - last:.3f} at the last evaluation; ")
         if not t.time_budget:
             return [head + "more steps or a bigger model would go lower"]
-        params = parameter_count(vocab_size, m)
+        params = parameter_count(symbols, m)
         gain = predicted_loss(params, seen, train_chars) - predicted_loss(params, 2 * seen, train_chars)
         return [head + f"the planner's rule expects about {gain:.2f} nats/char lower from twice the budget, which "
                 f"could also afford a bigger model: see `charrnn plan CORPUS --time-budget {2 * t.time_budget:g}`"]

@@ -35,7 +35,7 @@ from charrnn.training.build import Parts, agreed_run_id, build, check_memory, re
 from charrnn.training.distributed import World, gather_rng, setup, teardown
 from charrnn.training.lock import hold_run_dir
 from charrnn.training.metrics import MetricsLogger, NullLogger
-from charrnn.training.plan import plan_in
+from charrnn.training.plan import plan_in, used_symbols
 from charrnn.training.resume import Resume
 from charrnn.training.state import RunState
 from charrnn.training.step import diverged, train_scalars, train_step
@@ -86,7 +86,7 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
             split = split_of(corpus, cfg.data)
             cfg = cfg.with_overrides((), {"data.split": split.rule})  # the rule 'auto' chose, as the record says
             echo(split.describe())
-            planned = plan_in(world, cfg, plan, len(split.train), corpus.vocab.size, echo) if plan and not resume \
+            planned = plan_in(world, cfg, plan, split.train, corpus.vocab.size, echo) if plan and not resume \
                 else None
             cfg = planned.config if planned else cfg
             parts = build(cfg, world, corpus, split, echo)
@@ -288,7 +288,8 @@ class _Loop:
         chars = (s.state.step - s.first_step) * self.parts.train.batch_size * self.world.size * \
             self.parts.train.seq_len
         notes = () if interrupted or not self.world.is_main else \
-            tuple(advice(self.run_dir, self.cfg, len(self.split.train), self.parts.vocab.size))
+            tuple(advice(self.run_dir, self.cfg, len(self.split.train),
+                         used_symbols(self.split.train, self.parts.vocab.size)))
         return TrainResult(s.state.step, s.state.best_val_loss, None if interrupted else s.state.val_loss, s.stop,
                            self.run_dir, chars / max(s.clock.seconds, 1e-9), advice=notes)
 

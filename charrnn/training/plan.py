@@ -9,8 +9,10 @@ scripts/fit_scaling.py; the tables and the fit are in docs/results.md):
 P is the parameter count, D the characters the run will see (steps x batch x seq_len), and D' discounts
 repeated epochs as Muennighoff et al. (2023) do: D' = N + N R* (1 - exp(-R / R*)) for R = D / N - 1
 repetitions of the N training characters. E_corpus, the corpus's own floor, is the same for every
-candidate, so the choice does not need it. The steps come from this device: two anchor shapes are timed and
-a line through their FLOPs per step estimates every candidate; the best few are then timed themselves
+candidate, so the choice does not need it. P counts the embedding and head rows of the symbols that make up
+99.9% of the text only: a source tree's thousands of rare symbols add parameters that barely learn. The steps
+come from this device: two anchor shapes are timed and a power law through their FLOPs per step estimates
+every candidate; the best few are then timed themselves
 (`charrnn.training.throughput`, cached, so a second plan on this machine measures nothing). All of it
 counts in the budget.
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from charrnn.config import Config, ModelConfig, config_data, load_config, reference
@@ -35,7 +38,7 @@ from charrnn.errors import UserError
 from charrnn.model import parameter_count, train_flops_per_char
 from charrnn.training.distributed import World
 from charrnn.training.precision import MARGIN
-from charrnn.training.throughput import step_seconds
+from charrnn.training.throughput import cached_seconds, step_seconds
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "train.batch_size",
            "train.seq_len", "train.lr", "train.weight_decay", "train.warmup_steps", "train.min_lr_ratio",
@@ -52,6 +55,7 @@ PARAMS_PER_CHAR = 15  # no bigger model than this per training character: 1 x 51
 LOOP_SHARE = 0.8  # the share of the timed trial's speed the real loop keeps (measured: docs/results.md)
 MIN_BUDGET = 20.0  # seconds: below this, the measurements alone would eat the budget
 MIN_STEPS = 100
+COVERAGE = 0.999  # the rule counts the embedding and head rows of the symbols that make up this share of the text
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Estimate:
     batch_size: int
     seq_len: int
     params: int
+    capacity: int  # the parameters the rule counts: the embedding and head of the symbols in use
     precision: str
     seconds_per_step: float
     measured: bool
@@ -85,6 +90,7 @@ class Plan:
     seconds: float  # spent planning, counted in the budget
     kept: tuple[str, ...]  # planned keys the config set, which the plan kept
     precision_why: str = ""  # how the precision was chosen, where it was
+    symbols: tuple[int, int] = (0, 0)  # (symbols in use, vocabulary size)
 
     def lines(self) -> list[str]:
         """What the planner chose and why, for the user, before training."""
@@ -101,7 +107,11 @@ class Plan:
                  f"plan: why: of {self.considered} candidates the rule predicts {c.loss:.3f} nats/char above the "
                  f"corpus's floor for {c.shape}" + (f", against {others}" if others else "")
                  + f"; dropout {m.dropout:g} for {c.epochs:.2g} epochs" + self.precision_why]
-        if c.params > PARAMS_PER_CHAR * self.train_chars:
+        if 2 * self.symbols[0] <= self.symbols[1]:  # worth saying when most of the vocabulary is rare
+            lines.append(f"plan: the rule counts {c.capacity:,} of the parameters: the embedding and head rows of the "
+                         f"{self.symbols[0]:,} symbols that make up {COVERAGE:.1%} of the training text, of "
+                         f"{self.symbols[1]:,}")
+        if c.capacity > PARAMS_PER_CHAR * self.train_chars:
             lines.append(f"plan: note: no candidate has {PARAMS_PER_CHAR} parameters per training character or "
                          "fewer, so this, the smallest, will overfit: a longer corpus would do better")
         if c.steps < MIN_STEPS:
@@ -121,6 +131,14 @@ def predicted_loss(params: int, chars_seen: float, train_chars: int) -> float:
     repeats = max(chars_seen / train_chars - 1, 0.0)
     seen = min(chars_seen, train_chars) + train_chars * R_STAR * (1 - math.exp(-repeats / R_STAR))
     return A / params**ALPHA + B / seen**BETA
+
+
+def used_symbols(ids: np.ndarray, vocab_size: int) -> int:
+    """The fewest symbols that make up COVERAGE of `ids`: a rare symbol's rows barely learn, so a vocabulary of
+    thousands (a source tree's comments in every script) adds little a model can use."""
+    counts = np.sort(np.bincount(ids, minlength=vocab_size))[::-1]
+    total = int(counts.sum())
+    return int(np.searchsorted(np.cumsum(counts), COVERAGE * total) + 1) if total else vocab_size
 
 
 def dropout_for(epochs: float, params_per_char: float) -> float:
@@ -168,13 +186,15 @@ def plan_corpus(config: Path | None, overrides: Sequence[str], values: Mapping[s
                          progress=progress)
     split = split_of(corpus, cfg.data)
     echo(split.describe())
-    return plan_run(cfg, free, len(split.train), corpus.vocab.size, resolve_device(cfg.train.device)).lines()
+    return plan_run(cfg, free, len(split.train), corpus.vocab.size, resolve_device(cfg.train.device),
+                    symbols=used_symbols(split.train, corpus.vocab.size)).lines()
 
 
-def plan_in(world: World, cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int,
+def plan_in(world: World, cfg: Config, free: Sequence[str], train: np.ndarray, vocab_size: int,
             echo: Callable[[str], None]) -> Plan:
     """The plan of a run's main process, which every process then trains with; its lines go to `echo`."""
-    plan = [plan_run(cfg, free, train_chars, vocab_size, world.device, world.size) if world.is_main else None]
+    plan = [plan_run(cfg, free, len(train), vocab_size, world.device, world.size,
+                     symbols=used_symbols(train, vocab_size)) if world.is_main else None]
     if world.enabled:
         torch.distributed.broadcast_object_list(plan, src=0)
     for line in plan[0].lines():
@@ -191,38 +211,40 @@ def check_budget(budget: float) -> None:
 
 
 def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int, device: torch.device,
-             processes: int = 1, clock: Callable[[], float] = time.monotonic) -> Plan:
-    """Plan the `free` keys of `cfg` for its time budget, this corpus size and this device."""
-    start, budget = clock(), cfg.train.time_budget
+             processes: int = 1, clock: Callable[[], float] = time.monotonic, symbols: int | None = None) -> Plan:
+    """Plan the `free` keys of `cfg` for its time budget, this corpus size and this device; `symbols` is how many of
+    the vocabulary's the text uses (`used_symbols`), all of them if not given."""
+    start, budget, symbols = clock(), cfg.train.time_budget, symbols or vocab_size
     check_budget(budget)
     fixed = {k: _get(cfg, k) for k in PLANNED if k not in free}
     precision = cfg.train.precision if "train.precision" in fixed else "auto"  # unset: as fast as measured
-    speed = _SpeedModel(cfg.model, fixed, vocab_size, processes, device, _precisions(precision, device, cfg.model))
+    speed = _SpeedModel(cfg.model, fixed, (vocab_size, symbols), processes, device,
+                        _precisions(precision, device, cfg.model))
     candidates = [(layers, width) for layers in _options(fixed, "model.num_layers", DEPTHS)
                   for width in _options(fixed, "model.hidden_size", WIDTHS)]
     # Every candidate is ranked on the whole budget, so that the plan depends on the measurements alone.
     estimates = [speed.estimate(layers, width, train_chars, budget) for layers, width in candidates]
     cap = PARAMS_PER_CHAR * train_chars
-    usable = [e for e in estimates if e.params <= cap and e.steps >= MIN_STEPS] or \
-        [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.params))]  # nothing fits: the smallest that runs
+    usable = [e for e in estimates if e.capacity <= cap and e.steps >= MIN_STEPS] or \
+        [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.capacity))]  # nothing fits: the smallest that runs
     usable.sort(key=lambda e: e.loss)
-    timed = {}
-    for e in usable[:FINALISTS]:  # best first, in the precision the anchors chose; past the share, estimates stand
-        if clock() - start < TIMING_SHARE * budget:
-            timed[e.model] = speed.time(e)
+    # The finalists, best first, in the precision the anchors chose: measured while the planning has spent less
+    # than its share of the budget, from the cache always; the rest keep the anchors' estimate.
+    timed = {e.model: speed.time(e, measure=clock() - start < TIMING_SHARE * budget) for e in usable[:FINALISTS]}
     finalists = sorted((speed.again(e, timed.get(e.model), train_chars, budget) for e in usable[:FINALISTS]),
                        key=lambda e: e.loss)
     best = finalists[0]
     chosen = speed.again(best, timed.get(best.model), train_chars, budget - (clock() - start))  # the seconds left
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
               "model.embed_dim": chosen.model.embed_dim, "train.batch_size": chosen.batch_size,
-              "train.seq_len": chosen.seq_len, "model.dropout": dropout_for(best.epochs, best.params / train_chars),
+              "train.seq_len": chosen.seq_len, "model.dropout": dropout_for(best.epochs, best.capacity / train_chars),
               "train.lr": lr_for(chosen.model.num_layers, chosen.model.hidden_size, chosen.batch_size),
               "train.weight_decay": WEIGHT_DECAY, "train.warmup_steps": WARMUP, "train.min_lr_ratio": 0.0,
               "train.precision": chosen.precision}
     planned = cfg.with_overrides((), {k: v for k, v in values.items() if k in free})
     return Plan(planned, chosen, tuple(finalists), len(estimates), train_chars, budget, clock() - start,
-                tuple(k for k in PLANNED if k not in free), speed.why(chosen) if "train.precision" in free else "")
+                tuple(k for k in PLANNED if k not in free), speed.why(chosen) if "train.precision" in free else "",
+                (symbols, vocab_size))
 
 
 def _get(cfg: Config, key: str) -> object:
@@ -245,9 +267,9 @@ def _precisions(precision: str, device: torch.device, model: ModelConfig) -> tup
 class _SpeedModel:
     """Seconds per step of any candidate: timed for anchors and finalists, a line through FLOPs for the rest."""
 
-    def __init__(self, model: ModelConfig, fixed: dict[str, object], vocab_size: int, processes: int,
+    def __init__(self, model: ModelConfig, fixed: dict[str, object], vocab: tuple[int, int], processes: int,
                  device: torch.device, precisions: tuple[str, ...]) -> None:
-        self.model, self.fixed, self.vocab_size, self.processes = model, fixed, vocab_size, processes
+        self.model, self.fixed, (self.vocab_size, self.symbols), self.processes = model, fixed, vocab, processes
         self.device, self.precisions = device, precisions
         self.lines = {p: self._line(p) for p in precisions}
 
@@ -261,18 +283,17 @@ class _SpeedModel:
     def _time(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float:
         return step_seconds(precision, model, self.vocab_size, batch // self.processes, seq_len, self.device)[0]
 
-    def _line(self, precision: str) -> tuple[float, float]:
-        """(seconds, seconds per FLOP) of a step, through the two anchors timed at the default batch."""
-        points = [(self.flops(m, BATCH, SEQ_LEN), self._time(precision, m, BATCH, SEQ_LEN))
-                  for m in (self.shape(*a) for a in ANCHORS)]
-        (f0, t0), (f1, t1) = points
-        slope = max((t1 - t0) / (f1 - f0), 1e-15)
-        return max(t0 - slope * f0, 0.0), slope
+    def _line(self, precision: str) -> tuple[float, float, float]:
+        """(FLOPs, seconds, exponent) of a power law through the two anchors timed at the default batch: exact at
+        both, and never below zero as a straight line can go when a wide shape falls out of the CPU's caches."""
+        (f0, t0), (f1, t1) = [(self.flops(m, BATCH, SEQ_LEN), self._time(precision, m, BATCH, SEQ_LEN))
+                              for m in (self.shape(*a) for a in ANCHORS)]
+        return f0, t0, min(max(math.log(t1 / t0) / math.log(f1 / f0), 0.0), 2.0)
 
     def on_line(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float:
         """Seconds per step of a shape by the anchors' line."""
-        overhead, per_flop = self.lines[precision]
-        return overhead + per_flop * self.flops(model, batch, seq_len)
+        f0, t0, exponent = self.lines[precision]
+        return t0 * (self.flops(model, batch, seq_len) / f0) ** exponent
 
     def why(self, e: Estimate) -> str:
         """What chose the precision of `e`: the anchors' speed in each, for its shape."""
@@ -297,8 +318,12 @@ class _SpeedModel:
                 return e
             batch *= 2
 
-    def time(self, e: Estimate) -> float:
-        """Seconds per step of a candidate in its precision, timed (or cached)."""
+    def time(self, e: Estimate, measure: bool) -> float | None:
+        """Seconds per step of a candidate in its precision: cached, else measured if `measure`, else None."""
+        cached = cached_seconds(e.precision, e.model, self.vocab_size, e.batch_size // self.processes, e.seq_len,
+                                self.device)
+        if cached is not None or not measure:
+            return cached
         return self._time(e.precision, e.model, e.batch_size, e.seq_len)
 
     def again(self, e: Estimate, timed: float | None, train_chars: int, seconds: float) -> Estimate:
@@ -310,6 +335,6 @@ class _SpeedModel:
                   measured: bool, train_chars: int, seconds: float) -> Estimate:
         steps = int(LOOP_SHARE * max(seconds, 0.0) / per_step)
         seen = steps * batch * seq_len
-        params = parameter_count(self.vocab_size, model)
-        return Estimate(model, batch, seq_len, params, precision, per_step, measured, steps, seen / train_chars,
-                        predicted_loss(params, max(seen, 1), train_chars))
+        capacity = parameter_count(self.symbols, model)
+        return Estimate(model, batch, seq_len, parameter_count(self.vocab_size, model), capacity, precision, per_step,
+                        measured, steps, seen / train_chars, predicted_loss(capacity, max(seen, 1), train_chars))

@@ -4,6 +4,7 @@ command line gives one-line answers to a tiny corpus or a budget too short to me
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,7 +17,15 @@ from charrnn.training import plan as plan_mod
 from charrnn.training import precision as precision_mod
 from charrnn.training.advice import advice
 from charrnn.training.loop import train
-from charrnn.training.plan import PLANNED, dropout_for, free_keys, given_keys, plan_run, predicted_loss
+from charrnn.training.plan import (
+    PLANNED,
+    dropout_for,
+    free_keys,
+    given_keys,
+    plan_run,
+    predicted_loss,
+    used_symbols,
+)
 from charrnn.training.resume import run_config
 from tests.training.test_loop import interrupt_after, weights
 
@@ -38,6 +47,12 @@ def fake_speed(bf16_speedup: float = 0.5, per_flop: float = 1e-10):
     return step_seconds
 
 
+@pytest.fixture(autouse=True)
+def nothing_cached(monkeypatch):
+    """The planner sees only the fake timings each test gives it, never one an earlier test cached."""
+    monkeypatch.setattr(plan_mod, "cached_seconds", lambda *args: None)
+
+
 @pytest.fixture
 def measured(monkeypatch):
     """Planner and precision trial both read the fake timings; bf16 is slower, so every run stays fp32."""
@@ -47,10 +62,11 @@ def measured(monkeypatch):
     return speed
 
 
-def planned(*overrides: str, train_chars: int = 1_000_000, clock=None):
+def planned(*overrides: str, train_chars: int = 1_000_000, clock=None, vocab_size=VOCAB, symbols=None):
     cfg = load_config(None, [*overrides, "train.device='cpu'"], {"train.time_budget": 600.0})
     free = free_keys(cfg, given_keys(None, overrides, {"train.time_budget": 600.0}))
-    return plan_run(cfg, free, train_chars, VOCAB, CPU, clock=clock or iter(range(100)).__next__)
+    return plan_run(cfg, free, train_chars, vocab_size, CPU, clock=clock or iter(range(100)).__next__,
+                    symbols=symbols)
 
 
 def test_the_plan_is_the_same_for_the_same_measurements_and_follows_them(measured, monkeypatch):
@@ -97,6 +113,18 @@ def test_the_finalists_are_timed_only_within_their_share_of_the_budget(measured)
     p = planned(clock=iter(range(0, 10_000, 10)).__next__)  # 10 s pass at every look: the share (18 s) after one
     assert [e.measured for e in p.finalists].count(True) == 1
     assert p.chosen.model == p.finalists[0].model  # the ranking takes estimated and timed finalists alike
+
+
+def test_the_rule_counts_only_the_symbols_in_use(measured):
+    assert used_symbols(np.array([0] * 9990 + list(range(1, 11))), 5000) == 1  # 99.9% of the text is one symbol
+    assert used_symbols(np.arange(6500) % VOCAB, VOCAB) == VOCAB
+    assert used_symbols(np.array([], dtype=np.int64), VOCAB) == VOCAB
+    # A source tree: 9,000 symbols, of which 100 make up the text. Counted whole, every small model looks big.
+    whole, used = planned(vocab_size=9000), planned(vocab_size=9000, symbols=100)
+    assert used.chosen.capacity < used.chosen.params and whole.chosen.capacity == whole.chosen.params
+    assert used.config.model.hidden_size > whole.config.model.hidden_size
+    assert any("the embedding and head rows of the 100 symbols that make up 99.9%" in line for line in used.lines())
+    assert not any("symbols that make up" in line for line in whole.lines())
 
 
 def test_more_steps_than_the_cap_buy_a_larger_batch(monkeypatch):
