@@ -1,5 +1,5 @@
 """Advice at the end of a run: overfitting or underfitting, read off the run's own curves, with what the
-planner's rule (`charrnn.training.plan`) would change next time."""
+planner's rule (`charrnn.training.rule`) would change next time."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 from charrnn.config import Config
 from charrnn.model import parameter_count
 from charrnn.training.metrics import read_metrics
-from charrnn.training.plan import WIDTHS, dropout_for, predicted_loss
+from charrnn.training.plan import WIDTHS
+from charrnn.training.rule import dropout_for, predicted_loss
 
 OVERFIT_GAP = 0.1  # nats/char: the train loss ends this far below the best validation
 EARLY = 0.8  # and the best validation came before this share of the run's steps

@@ -35,8 +35,9 @@ from charrnn.training.build import Parts, agreed_run_id, build, check_memory, re
 from charrnn.training.distributed import World, gather_rng, setup, teardown
 from charrnn.training.lock import hold_run_dir
 from charrnn.training.metrics import MetricsLogger, NullLogger
-from charrnn.training.plan import plan_in, used_symbols
+from charrnn.training.plan import plan_in
 from charrnn.training.resume import Resume
+from charrnn.training.rule import used_symbols
 from charrnn.training.state import RunState
 from charrnn.training.step import diverged, train_scalars, train_step
 from charrnn.training.stopping import INTERRUPTS, Stopped, StopSignals, expected_steps, stop_check, stop_reason

@@ -1,20 +1,10 @@
 """The run planner: with a time budget, choose the model and optimizer keys a config leaves unset.
 
-It predicts, for every candidate shape, the validation loss it should reach in the budget, and takes the
-best. The prediction is the scaling rule fitted to scripted sweeps (scripts/scaling_sweep.py and
-scripts/fit_scaling.py; the tables and the fit are in docs/results.md):
-
-    loss = E_corpus + A / P**ALPHA + B / D'**BETA
-
-P is the parameter count, D the characters the run will see (steps x batch x seq_len), and D' discounts
-repeated epochs as Muennighoff et al. (2023) do: D' = N + N R* (1 - exp(-R / R*)) for R = D / N - 1
-repetitions of the N training characters. E_corpus, the corpus's own floor, is the same for every
-candidate, so the choice does not need it. P counts the embedding and head rows of the symbols that make up
-99.9% of the text only: a source tree's thousands of rare symbols add parameters that barely learn. The steps
-come from this device: two anchor shapes are timed and a power law through their FLOPs per step estimates
-every candidate; the best few are then timed themselves
-(`charrnn.training.throughput`, cached, so a second plan on this machine measures nothing). All of it
-counts in the budget.
+It predicts, for every candidate shape, the validation loss it should reach in the budget by the fitted rule
+(`charrnn.training.rule`), and takes the best. The steps come from this device: two anchor shapes are timed and
+a power law through their FLOPs per step estimates every candidate; the best few are then timed themselves
+(`charrnn.training.throughput`, cached, so a second plan on this machine measures nothing). All of it counts in
+the budget.
 """
 
 from __future__ import annotations
@@ -38,24 +28,23 @@ from charrnn.errors import UserError
 from charrnn.model import parameter_count, train_flops_per_char
 from charrnn.training.distributed import World
 from charrnn.training.precision import MARGIN
+from charrnn.training.rule import BATCH, COVERAGE, dropout_for, lr_for, predicted_loss, used_symbols
 from charrnn.training.throughput import cached_seconds, step_seconds
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "train.batch_size",
            "train.seq_len", "train.lr", "train.weight_decay", "train.warmup_steps", "train.min_lr_ratio",
            "train.precision")
-ALPHA, BETA, A, B, R_STAR = 1.4, 0.65, 7.081e6, 5996.0, 3.0  # the fit in docs/results.md, over 44 runs
 WIDTHS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
 DEPTHS = (1, 2)  # the sweeps hold one run of 3 layers, which the rule overrated by 0.048: not offered until swept
 ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
 FINALISTS = 3  # the best candidates by estimated speed, timed before the choice
 TIMING_SHARE = 0.03  # the finalists are timed while planning has spent less than this share of the budget
-SEQ_LEN, BATCH, MAX_BATCH, EMBED_DIM, WARMUP, WEIGHT_DECAY = 100, 32, 512, 64, 50, 0.1  # the presets' recipe
+SEQ_LEN, MAX_BATCH, EMBED_DIM, WARMUP, WEIGHT_DECAY = 100, 512, 64, 50, 0.1  # the presets' recipe, and BATCH
 MAX_STEPS = 20_000  # a plan with more steps than this doubles its batch instead (GPUs, long budgets)
 PARAMS_PER_CHAR = 15  # no bigger model than this per training character: 1 x 512 (13.5) was best on 100K chars
 LOOP_SHARE = 0.8  # the share of the timed trial's speed the real loop keeps (measured: docs/results.md)
 MIN_BUDGET = 20.0  # seconds: below this, the measurements alone would eat the budget
 MIN_STEPS = 100
-COVERAGE = 0.999  # the rule counts the embedding and head rows of the symbols that make up this share of the text
 
 
 @dataclass(frozen=True)
@@ -124,34 +113,6 @@ class Plan:
     def record(self) -> str:
         """The plan as TOML comments, to head the run's config.toml."""
         return "".join(f"# {line}\n" for line in self.lines()) + "\n"
-
-
-def predicted_loss(params: int, chars_seen: float, train_chars: int) -> float:
-    """The fitted rule, less the corpus's floor: what P parameters reach after D characters of N."""
-    repeats = max(chars_seen / train_chars - 1, 0.0)
-    seen = min(chars_seen, train_chars) + train_chars * R_STAR * (1 - math.exp(-repeats / R_STAR))
-    return A / params**ALPHA + B / seen**BETA
-
-
-def used_symbols(ids: np.ndarray, vocab_size: int) -> int:
-    """The fewest symbols that make up COVERAGE of `ids`: a rare symbol's rows barely learn, so a vocabulary of
-    thousands (a source tree's comments in every script) adds little a model can use."""
-    counts = np.sort(np.bincount(ids, minlength=vocab_size))[::-1]
-    total = int(counts.sum())
-    return int(np.searchsorted(np.cumsum(counts), COVERAGE * total) + 1) if total else vocab_size
-
-
-def dropout_for(epochs: float, params_per_char: float) -> float:
-    """Dropout by the risk of overfitting: epochs times parameters per training character (char-rnn's advice: more
-    dropout the more the model can memorize). The presets' sweeps found 0.1 best at 8.7, 0.2 at 42."""
-    risk = epochs * params_per_char
-    return 0.0 if risk < 2 else 0.1 if risk < 20 else 0.2 if risk < 100 else 0.3
-
-
-def lr_for(num_layers: int, hidden_size: int, batch_size: int) -> float:
-    """The presets' rates (6e-3 for 1 x 512, 4e-3 deeper), inversely with width as Adam wants, and by sqrt(batch)."""
-    lr = (6e-3 if num_layers == 1 else 4e-3) * 512 / hidden_size * math.sqrt(batch_size / BATCH)
-    return float(f"{min(max(lr, 5e-4), 1e-2):.2g}")
 
 
 def free_keys(cfg: Config, given: Sequence[str]) -> tuple[str, ...]:

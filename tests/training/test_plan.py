@@ -17,16 +17,9 @@ from charrnn.training import plan as plan_mod
 from charrnn.training import precision as precision_mod
 from charrnn.training.advice import advice
 from charrnn.training.loop import train
-from charrnn.training.plan import (
-    PLANNED,
-    dropout_for,
-    free_keys,
-    given_keys,
-    plan_run,
-    predicted_loss,
-    used_symbols,
-)
+from charrnn.training.plan import PLANNED, free_keys, given_keys, plan_run
 from charrnn.training.resume import run_config
+from charrnn.training.rule import dropout_for, predicted_loss, used_symbols
 from tests.training.test_loop import interrupt_after, weights
 
 CPU = torch.device("cpu")

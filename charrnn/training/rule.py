@@ -1,0 +1,49 @@
+"""The planner's rule, fitted to scripted sweeps (scripts/scaling_sweep.py and scripts/fit_scaling.py; the tables
+and the fit are in docs/results.md), and the dropout and learning rate it goes with:
+
+    loss = E_corpus + A / P**ALPHA + B / D'**BETA
+
+P is the parameter count, D the characters the run will see (steps x batch x seq_len), and D' discounts
+repeated epochs as Muennighoff et al. (2023) do: D' = N + N R* (1 - exp(-R / R*)) for R = D / N - 1
+repetitions of the N training characters. E_corpus, the corpus's own floor, is the same for every
+candidate, so a choice between them does not need it. P counts the embedding and head rows of the symbols that
+make up 99.9% of the text only: a source tree's thousands of rare symbols add parameters that barely learn.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+ALPHA, BETA, A, B, R_STAR = 1.4, 0.65, 7.081e6, 5996.0, 3.0  # the fit in docs/results.md, over 44 runs
+COVERAGE = 0.999  # the rule counts the embedding and head rows of the symbols that make up this share of the text
+BATCH = 32  # the presets' batch, which the learning rates below were tuned at
+
+
+def predicted_loss(params: int, chars_seen: float, train_chars: int) -> float:
+    """The fitted rule, less the corpus's floor: what P parameters reach after D characters of N."""
+    repeats = max(chars_seen / train_chars - 1, 0.0)
+    seen = min(chars_seen, train_chars) + train_chars * R_STAR * (1 - math.exp(-repeats / R_STAR))
+    return A / params**ALPHA + B / seen**BETA
+
+
+def used_symbols(ids: np.ndarray, vocab_size: int) -> int:
+    """The fewest symbols that make up COVERAGE of `ids`: a rare symbol's rows barely learn, so a vocabulary of
+    thousands (a source tree's comments in every script) adds little a model can use."""
+    counts = np.sort(np.bincount(ids, minlength=vocab_size))[::-1]
+    total = int(counts.sum())
+    return int(np.searchsorted(np.cumsum(counts), COVERAGE * total) + 1) if total else vocab_size
+
+
+def dropout_for(epochs: float, params_per_char: float) -> float:
+    """Dropout by the risk of overfitting: epochs times parameters per training character (char-rnn's advice: more
+    dropout the more the model can memorize). The presets' sweeps found 0.1 best at 8.7, 0.2 at 42."""
+    risk = epochs * params_per_char
+    return 0.0 if risk < 2 else 0.1 if risk < 20 else 0.2 if risk < 100 else 0.3
+
+
+def lr_for(num_layers: int, hidden_size: int, batch_size: int) -> float:
+    """The presets' rates (6e-3 for 1 x 512, 4e-3 deeper), inversely with width as Adam wants, and by sqrt(batch)."""
+    lr = (6e-3 if num_layers == 1 else 4e-3) * 512 / hidden_size * math.sqrt(batch_size / BATCH)
+    return float(f"{min(max(lr, 5e-4), 1e-2):.2g}")
