@@ -2,8 +2,13 @@
 
     .venv/bin/python scripts/fit_scaling.py runs/scaling/scaling.json
     .venv/bin/python scripts/fit_scaling.py scripts/scaling_runs.json   # the 44 runs the planner's rule is fitted to
+    .venv/bin/python scripts/fit_scaling.py scripts/scaling_runs.json --held-out runs/figure-runs.json
 
-scripts/scaling_runs.json holds every run the planner's coefficients (charrnn/training/plan.py) come from:
+--held-out predicts other runs (scripts/plan_figures.py --scaling) with the law fitted to the first files, without
+refitting: a corpus the fit has not seen gets the E that fits its runs best (their mean residual), so what is
+tested is whether the law ranks shapes and budgets on it as the runs did.
+
+scripts/scaling_runs.json holds every run the planner's coefficients (charrnn/training/rule.py) come from:
 the step-budgeted sweep of docs/results.md and the time-budgeted tinyshakespeare sweeps on two hosts, each
 with its source. A time-budgeted run counts as well as a step-budgeted one: the law needs only P, D and N.
 
@@ -67,12 +72,23 @@ def predict(law: dict, row: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="scaling.json files of scripts/scaling_sweep.py")
+    parser.add_argument("--held-out", type=Path, help="runs to predict with the fitted law, not fit to")
     args = parser.parse_args()
     rows = [row for path in args.runs for row in json.loads(path.read_text())]
     rms, law = fit(rows)
     print(f"alpha {law['alpha']}, beta {law['beta']}, R* {law['r_star']:g}, A {law['A']:.4g}, B {law['B']:.4g}, "
           f"RMS residual {rms:.4f} nats/char over {len(rows)} runs")
     print("E per corpus: " + ", ".join(f"{k} {v:.4f}" for k, v in law["E"].items()))
+    if args.held_out:
+        rows = json.loads(args.held_out.read_text())
+        for corpus in {r["corpus"] for r in rows} - set(law["E"]):
+            law["E"][corpus] = 0.0
+            mine = [r for r in rows if r["corpus"] == corpus]
+            law["E"][corpus] = float(np.mean([r["best_val"] - predict(law, r) for r in mine]))
+            print(f"held out: {corpus} is new to the fit; its E is fitted to its {len(mine)} runs: "
+                  f"{law['E'][corpus]:.4f}")
+        residuals = np.array([r["best_val"] - predict(law, r) for r in rows])
+        print(f"held out: RMS residual {np.sqrt(np.mean(residuals**2)):.4f} nats/char over {len(rows)} runs")
     print("\n| corpus | shape | steps | epochs | best val | law | residual |\n|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
         guess = predict(law, row)

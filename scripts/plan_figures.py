@@ -4,6 +4,10 @@
     .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --only preset --only default
     .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --table    # print, run nothing
     .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --overhead # the planning's seconds
+    .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --scaling runs/figure-runs.json
+
+--scaling writes this host's finished runs as rows for scripts/fit_scaling.py (P, D, N and the best validation),
+read from their run dirs, so the fitted rule can be checked on runs it was not fitted to.
 
 Each arm is the real CLI in a subprocess (`charrnn train CORPUS --time-budget T ...`), so the plan, the
 precision trial and the corpus encoding all count as a user's run would. Every finished run appends one
@@ -39,8 +43,8 @@ CORPORA = {
 }
 # (group, corpus, budget s, arm, extra args, seeds)
 ARMS = [
-    ("shakespeare 138 s", "tinyshakespeare", 138, "plan", [], [1337]),
-    ("shakespeare 138 s", "tinyshakespeare", 138, "preset", ["--config", "shakespeare"], [1337]),
+    ("shakespeare 138 s", "tinyshakespeare", 138, "plan", [], [1337, 1338]),
+    ("shakespeare 138 s", "tinyshakespeare", 138, "preset", ["--config", "shakespeare"], [1337, 1338]),
     ("shakespeare 600 s", "tinyshakespeare", 600, "plan", [], [1337]),
     ("shakespeare 600 s", "tinyshakespeare", 600, "preset", ["--config", "shakespeare-10min"], [1337]),
     ("warpeace 300 s", "warpeace", 300, "plan", [], [1337, 1338]),
@@ -119,6 +123,35 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scaling_rows(rows: list[dict], out: Path) -> list[dict]:
+    """The runs of `rows` whose run dirs are under `out`, as fit_scaling.py rows: P as the planner's rule counts it."""
+    from charrnn.config import load_config
+    from charrnn.data.encoding import load_corpus
+    from charrnn.data.split import split_of
+    from charrnn.model import parameter_count
+    from charrnn.training.rule import used_symbols
+
+    found, corpora, groups = [], {}, {group: (corpus, budget) for group, corpus, budget, *_ in ARMS}
+    for r in rows:
+        name, budget = groups[r["group"]]
+        run_dir = out / f"{name}-{budget}-{r['arm']}-{r['seed']}"
+        if not (run_dir / "config.toml").is_file():
+            continue
+        cfg = load_config(run_dir / "config.toml")
+        if name not in corpora:
+            loaded = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include,
+                                 exclude=cfg.data.exclude)
+            train = split_of(loaded, cfg.data).train
+            corpora[name] = (len(train), used_symbols(train, loaded.vocab.size))
+        train_chars, symbols = corpora[name]
+        seen = r["steps"] * cfg.train.batch_size * cfg.train.seq_len
+        found.append({"corpus": name, "shape": f"{cfg.model.num_layers}x{cfg.model.hidden_size}",
+                      "params": parameter_count(symbols, cfg.model), "train_chars": train_chars, "steps": r["steps"],
+                      "seen": seen, "epochs": seen / train_chars, "best_val": r["best"],
+                      "source": f"plan_figures.py, {r['group']}, {r['arm']}, seed {r['seed']}, {r['host']}"})
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, required=True, help="JSON lines: read, then appended to")
@@ -126,9 +159,15 @@ def main() -> None:
     parser.add_argument("--group", action="append", default=[], help="run only these groups, e.g. 'warpeace 300 s'")
     parser.add_argument("--table", action="store_true", help="print the table of --results and run nothing")
     parser.add_argument("--overhead", action="store_true", help="time the planning itself, cold and cached, only")
+    parser.add_argument("--scaling", type=Path, help="write the finished runs as fit_scaling.py rows here, only")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "plan-figures")
     args = parser.parse_args()
     where = host()
+    if args.scaling:
+        found = scaling_rows([r for r in _rows(args.results) if r["host"] == where], args.out)
+        args.scaling.write_text(json.dumps(found, indent=1) + "\n")
+        print(f"{len(found)} runs written to {args.scaling}")
+        return
     if args.overhead:
         print(f"host: {where}\n\n{overhead()}")
         return
