@@ -15,6 +15,7 @@ from charrnn.errors import UserError
 from charrnn.model import parameter_count
 from charrnn.training import plan as plan_mod
 from charrnn.training import precision as precision_mod
+from charrnn.training import speed as speed_mod
 from charrnn.training.advice import advice
 from charrnn.training.loop import train
 from charrnn.training.plan import PLANNED, free_keys, given_keys, plan_run
@@ -43,14 +44,14 @@ def fake_speed(bf16_speedup: float = 0.5, per_flop: float = 1e-10):
 @pytest.fixture(autouse=True)
 def nothing_cached(monkeypatch):
     """The planner sees only the fake timings each test gives it, never one an earlier test cached."""
-    monkeypatch.setattr(plan_mod, "cached_seconds", lambda *args: None)
+    monkeypatch.setattr(speed_mod, "cached_seconds", lambda *args: None)
 
 
 @pytest.fixture
 def measured(monkeypatch):
     """Planner and precision trial both read the fake timings; bf16 is slower, so every run stays fp32."""
     speed = fake_speed()
-    monkeypatch.setattr(plan_mod, "step_seconds", speed)
+    monkeypatch.setattr(speed_mod, "step_seconds", speed)
     monkeypatch.setattr(precision_mod, "step_seconds", speed)
     return speed
 
@@ -67,7 +68,7 @@ def test_the_plan_is_the_same_for_the_same_measurements_and_follows_them(measure
     assert a.config == b.config and a.chosen == b.chosen
     assert a.config.train.time_budget == 600 and a.config.train.precision == "fp32"
     # A device where every step costs the same no matter the shape buys the largest model the corpus allows.
-    monkeypatch.setattr(plan_mod, "step_seconds", lambda *args: (0.05, False))
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (0.05, False))
     flat = planned()
     assert parameter_count(VOCAB, flat.config.model) > parameter_count(VOCAB, a.config.model)
     assert flat.chosen.params <= plan_mod.PARAMS_PER_CHAR * 1_000_000
@@ -92,8 +93,8 @@ def test_the_plan_predicts_from_its_rule_and_says_why(measured):
 def test_the_anchors_choose_the_precision_and_the_finalists_are_timed_in_it_alone(monkeypatch, bf16_speedup,
                                                                                  expected):
     speed = fake_speed(bf16_speedup)
-    monkeypatch.setattr(plan_mod, "step_seconds", speed)
-    monkeypatch.setattr(plan_mod, "resolve_precision", lambda *args: "bf16")  # a CPU where 'auto' may pick bf16
+    monkeypatch.setattr(speed_mod, "step_seconds", speed)
+    monkeypatch.setattr(speed_mod, "resolve_precision", lambda *args: "bf16")  # a CPU where 'auto' may pick bf16
     p = planned()
     assert p.config.train.precision == expected  # within MARGIN, fp32 (exact) wins
     anchors, finalists = speed.calls[:4], speed.calls[4:]
@@ -121,9 +122,9 @@ def test_the_rule_counts_only_the_symbols_in_use(measured):
 
 
 def test_more_steps_than_the_cap_buy_a_larger_batch(monkeypatch):
-    monkeypatch.setattr(plan_mod, "step_seconds", lambda p, m, v, batch, *rest: (5e-5 * batch, False))  # a fast card
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda p, m, v, batch, *rest: (5e-5 * batch, False))  # a fast card
     p = planned(train_chars=100_000_000)
-    assert p.config.train.batch_size > plan_mod.BATCH and p.chosen.steps <= plan_mod.MAX_STEPS
+    assert p.config.train.batch_size > speed_mod.BATCH and p.chosen.steps <= speed_mod.MAX_STEPS
 
 
 @pytest.mark.parametrize("key, value", [

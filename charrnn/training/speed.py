@@ -1,0 +1,129 @@
+"""The planner's speed model: seconds per training step of any candidate shape on this device, from two anchor
+shapes timed first and a power law through their FLOPs per step, and the finalists timed themselves
+(`charrnn.training.throughput`, cached per device, torch version, thread count and shape)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from charrnn.config import ModelConfig
+from charrnn.data.batching import fit_batch
+from charrnn.devices import resolve_precision
+from charrnn.model import parameter_count, train_flops_per_char
+from charrnn.training.precision import MARGIN
+from charrnn.training.rule import BATCH, predicted_loss
+from charrnn.training.throughput import cached_seconds, step_seconds
+
+ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
+SEQ_LEN, MAX_BATCH, EMBED_DIM = 100, 512, 64  # the presets' recipe, with BATCH
+MAX_STEPS = 20_000  # a plan with more steps than this doubles its batch instead (GPUs, long budgets)
+LOOP_SHARE = 0.8  # the share of the timed trial's speed the real loop keeps (measured: docs/results.md)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One candidate with the steps it gets in the budget and the loss the rule predicts for it."""
+
+    model: ModelConfig
+    batch_size: int
+    seq_len: int
+    params: int
+    capacity: int  # the parameters the rule counts: the embedding and head of the symbols in use
+    precision: str
+    seconds_per_step: float
+    measured: bool
+    steps: int
+    epochs: float
+    loss: float  # above the corpus's own floor, E_corpus
+
+    @property
+    def shape(self) -> str:
+        return f"{self.model.num_layers}x{self.model.hidden_size}"
+
+
+
+def precisions(precision: str, device: torch.device, model: ModelConfig) -> tuple[str, ...]:
+    """The precisions a candidate may train in: both of fp32 and bf16 where 'auto' would time them."""
+    resolved = resolve_precision(precision, device, model.cell)
+    if precision == "auto" and device.type == "cpu" and resolved == "bf16":
+        return ("fp32", "bf16")
+    return (resolved,)
+
+
+class SpeedModel:
+    """Seconds per step of any candidate: timed for anchors and finalists, a line through FLOPs for the rest."""
+
+    def __init__(self, model: ModelConfig, fixed: dict[str, object], vocab: tuple[int, int], processes: int,
+                 device: torch.device, precisions: tuple[str, ...]) -> None:
+        self.model, self.fixed, (self.vocab_size, self.symbols), self.processes = model, fixed, vocab, processes
+        self.device, self.precisions = device, precisions
+        self.lines = {p: self._line(p) for p in precisions}
+
+    def shape(self, layers: int, width: int) -> ModelConfig:
+        return replace(self.model, num_layers=layers, hidden_size=width,
+                       embed_dim=int(self.fixed.get("model.embed_dim", EMBED_DIM)))  # type: ignore[arg-type]
+
+    def flops(self, model: ModelConfig, batch: int, seq_len: int) -> float:
+        return train_flops_per_char(self.vocab_size, model) * batch * seq_len
+
+    def _time(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float:
+        return step_seconds(precision, model, self.vocab_size, batch // self.processes, seq_len, self.device)[0]
+
+    def _line(self, precision: str) -> tuple[float, float, float]:
+        """(FLOPs, seconds, exponent) of a power law through the two anchors timed at the default batch: exact at
+        both, and never below zero as a straight line can go when a wide shape falls out of the CPU's caches."""
+        (f0, t0), (f1, t1) = [(self.flops(m, BATCH, SEQ_LEN), self._time(precision, m, BATCH, SEQ_LEN))
+                              for m in (self.shape(*a) for a in ANCHORS)]
+        return f0, t0, min(max(math.log(t1 / t0) / math.log(f1 / f0), 0.0), 2.0)
+
+    def on_line(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float:
+        """Seconds per step of a shape by the anchors' line."""
+        f0, t0, exponent = self.lines[precision]
+        return t0 * (self.flops(model, batch, seq_len) / f0) ** exponent
+
+    def why(self, e: Estimate) -> str:
+        """What chose the precision of `e`: the anchors' speed in each, for its shape."""
+        if len(self.precisions) == 1:
+            return ""
+        fp32, bf16 = (self.on_line(p, e.model, e.batch_size, e.seq_len) for p in ("fp32", "bf16"))
+        return f"; {e.precision}: the anchors put bf16 at {fp32 / bf16:.2f}x fp32's speed for this shape"
+
+    def estimate(self, layers: int, width: int, train_chars: int, seconds: float) -> Estimate:
+        """A candidate's loss, its batch doubled while it would take more than MAX_STEPS steps."""
+        model = self.shape(layers, width)
+        batch = int(self.fixed.get("train.batch_size", max(BATCH, self.processes)))  # type: ignore[arg-type]
+        seq_len = int(self.fixed.get("train.seq_len", SEQ_LEN))  # type: ignore[arg-type]
+        while True:
+            b, t, _ = fit_batch(train_chars, batch, seq_len, "train", self.processes)
+            per = {p: self.on_line(p, model, b, t) for p in self.precisions}
+            # bf16 only by MARGIN, as 'auto' decides: within timing noise, fp32 (exact) wins
+            precision = self.precisions[0] if len(per) == 1 or per["fp32"] / per["bf16"] < MARGIN else "bf16"
+            per_step = per[precision]
+            e = self._estimate(model, b, t, precision, per_step, False, train_chars, seconds)
+            if e.steps <= MAX_STEPS or "train.batch_size" in self.fixed or batch * 2 > MAX_BATCH or b < batch:
+                return e
+            batch *= 2
+
+    def time(self, e: Estimate, measure: bool) -> float | None:
+        """Seconds per step of a candidate in its precision: cached, else measured if `measure`, else None."""
+        cached = cached_seconds(e.precision, e.model, self.vocab_size, e.batch_size // self.processes, e.seq_len,
+                                self.device)
+        if cached is not None or not measure:
+            return cached
+        return self._time(e.precision, e.model, e.batch_size, e.seq_len)
+
+    def again(self, e: Estimate, timed: float | None, train_chars: int, seconds: float) -> Estimate:
+        """The estimate for `seconds`, at its `timed` speed where it was timed."""
+        per_step, measured = (e.seconds_per_step, e.measured) if timed is None else (timed, True)
+        return self._estimate(e.model, e.batch_size, e.seq_len, e.precision, per_step, measured, train_chars, seconds)
+
+    def _estimate(self, model: ModelConfig, batch: int, seq_len: int, precision: str, per_step: float,
+                  measured: bool, train_chars: int, seconds: float) -> Estimate:
+        steps = int(LOOP_SHARE * max(seconds, 0.0) / per_step)
+        seen = steps * batch * seq_len
+        capacity = parameter_count(self.symbols, model)
+        return Estimate(model, batch, seq_len, parameter_count(self.vocab_size, model), capacity, precision, per_step,
+                        measured, steps, seen / train_chars, predicted_loss(capacity, max(seen, 1), train_chars))
