@@ -15,7 +15,7 @@ from charrnn.devices import resolve_precision
 from charrnn.model import parameter_count, train_flops_per_char
 from charrnn.training.precision import MARGIN
 from charrnn.training.rule import BATCH, predicted_loss
-from charrnn.training.throughput import cached_seconds, step_seconds
+from charrnn.training.throughput import cached_seconds, step_seconds, trial_seconds
 
 ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
 SEQ_LEN, MAX_BATCH, EMBED_DIM = 100, 512, 64  # the presets' recipe, with BATCH
@@ -114,6 +114,12 @@ class SpeedModel:
         if cached is not None or not measure:
             return cached
         return self._time(e.precision, e.model, e.batch_size, e.seq_len)
+
+    def trial_cost(self, e: Estimate) -> float:
+        """The seconds that timing `e` would take, by its estimate; nothing if it is cached."""
+        cached = cached_seconds(e.precision, e.model, self.vocab_size, e.batch_size // self.processes, e.seq_len,
+                                self.device)
+        return 0.0 if cached is not None else trial_seconds(e.seconds_per_step)
 
     def again(self, e: Estimate, timed: float | None, train_chars: int, seconds: float) -> Estimate:
         """The estimate for `seconds`, at its `timed` speed where it was timed."""

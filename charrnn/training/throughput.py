@@ -80,6 +80,11 @@ def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, ba
     return best
 
 
+def trial_seconds(per_step: float) -> float:
+    """What `seconds_per_step` costs for a shape of about `per_step` seconds a step: its warm-up and timed steps."""
+    return per_step * (2 if per_step > LONG_STEP else STEPS + 1)
+
+
 def sync(device: torch.device) -> None:
     """Wait for a CUDA device's queued work, so that a clock reads what it did; nothing on a CPU."""
     if device.type == "cuda":

@@ -1,6 +1,7 @@
 """The run planner: deterministic for given measurements, explicit keys win, it travels through resume, and its
 command line gives one-line answers to a tiny corpus or a budget too short to measure."""
 
+import itertools
 import json
 import os
 
@@ -104,9 +105,16 @@ def test_the_anchors_choose_the_precision_and_the_finalists_are_timed_in_it_alon
 
 
 def test_the_finalists_are_timed_only_within_their_share_of_the_budget(measured):
-    p = planned(clock=iter(range(0, 10_000, 10)).__next__)  # 10 s pass at every look: the share (18 s) after one
-    assert [e.measured for e in p.finalists].count(True) == 1
+    p = planned(clock=iter(range(0, 10_000, 10)).__next__)  # 10 s pass at every look: the share (24 s) after two
+    assert [e.measured for e in p.finalists].count(True) == 2
     assert p.chosen.model == p.finalists[0].model  # the ranking takes estimated and timed finalists alike
+
+
+@pytest.mark.parametrize("spent, timed", [(19, 3), (20, 0)])
+def test_a_finalist_is_timed_only_if_its_own_timing_fits_in_the_share(monkeypatch, spent, timed):
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (2.5, False))  # a trial: 2 steps, 5 s
+    p = planned(clock=itertools.chain([0], itertools.repeat(spent)).__next__)  # the share of 600 s: 24 s
+    assert [e.measured for e in p.finalists].count(True) == timed
 
 
 def test_the_rule_counts_only_the_symbols_in_use(measured):
