@@ -86,7 +86,7 @@ def test_the_plan_predicts_from_its_rule_and_says_why(measured):
     lines = p.lines()
     assert lines[0].startswith(f"plan: {p.config.model.num_layers} x {p.config.model.hidden_size} LSTM")
     assert "parameters for 1,000,000 training characters" in lines[0] and "epochs" in lines[1]
-    assert lines[2].startswith("plan: why: of 18 candidates")
+    assert lines[2].startswith("plan: why: of 15 candidates")
     assert {c[0] for c in measured.calls} <= {"fp32", "bf16"} and len(measured.calls) >= 2
 
 
@@ -115,6 +115,14 @@ def test_a_finalist_is_timed_only_if_its_own_timing_fits_in_the_share(monkeypatc
     monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (2.5, False))  # a trial: 2 steps, 5 s
     p = planned(clock=itertools.chain([0], itertools.repeat(spent)).__next__)  # the share of 600 s: 24 s
     assert [e.measured for e in p.finalists].count(True) == timed
+
+
+def test_no_deeper_model_narrower_than_the_floor_is_offered(monkeypatch):
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda p, m, *rest: (1e-4 * m.hidden_size, False))  # narrow: fast
+    p = planned("model.num_layers=2")
+    assert p.considered == sum(w >= plan_mod.DEEP_MIN_WIDTH for w in plan_mod.WIDTHS)
+    assert p.chosen.model.hidden_size >= plan_mod.DEEP_MIN_WIDTH
+    assert planned().considered == len(plan_mod.WIDTHS) + p.considered  # one layer: every width
 
 
 def test_the_rule_counts_only_the_symbols_in_use(measured):
