@@ -61,6 +61,8 @@ class Plan:
 
     def lines(self) -> list[str]:
         """What the planner chose and why, for the user, before training."""
+        # The why line compares every finalist on the whole budget, as they were ranked; the steps line is the
+        # chosen one's on the seconds the planning left.
         c, m, t = self.chosen, self.config.model, self.config.train
         others = ", ".join(f"{e.shape} {e.loss:.3f} at {1 / e.seconds_per_step:.1f} steps/s" for e in self.finalists
                            if e.model != c.model)
@@ -71,7 +73,7 @@ class Plan:
                  f"plan: expects {c.steps:,} steps at {1 / c.seconds_per_step:.1f} steps/s ({c.precision}, "
                  f"{'timed' if c.measured else 'estimated'}), {c.steps * c.batch_size * c.seq_len:,} characters = "
                  f"{c.epochs:.2g} epochs, in {self.budget:g} s of which planning took {self.seconds:.1f} s",
-                 f"plan: why: of {self.considered} candidates the rule predicts {c.loss:.3f} nats/char above the "
+                 f"plan: why: of {self.considered} candidates the rule predicts {self.finalists[0].loss:.3f} nats/char above the "
                  f"corpus's floor for {c.shape}" + (f", against {others}" if others else "")
                  + f"; dropout {m.dropout:g} for {c.epochs:.2g} epochs" + self.precision_why]
         if 2 * self.symbols[0] <= self.symbols[1]:  # worth saying when most of the vocabulary is rare

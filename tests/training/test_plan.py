@@ -86,7 +86,8 @@ def test_the_plan_predicts_from_its_rule_and_says_why(measured):
     lines = p.lines()
     assert lines[0].startswith(f"plan: {p.config.model.num_layers} x {p.config.model.hidden_size} LSTM")
     assert "parameters for 1,000,000 training characters" in lines[0] and "epochs" in lines[1]
-    assert lines[2].startswith("plan: why: of 15 candidates")
+    assert lines[2].startswith(f"plan: why: of 15 candidates the rule predicts {p.finalists[0].loss:.3f} nats")
+    assert all(f"{e.shape} {e.loss:.3f} at" in lines[2] for e in p.finalists[1:])  # all on the whole budget
     assert {c[0] for c in measured.calls} <= {"fp32", "bf16"} and len(measured.calls) >= 2
 
 
