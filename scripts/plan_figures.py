@@ -45,8 +45,8 @@ CORPORA = {
 ARMS = [
     ("shakespeare 138 s", "tinyshakespeare", 138, "plan", [], [1337, 1338]),
     ("shakespeare 138 s", "tinyshakespeare", 138, "preset", ["--config", "shakespeare"], [1337, 1338]),
-    ("shakespeare 600 s", "tinyshakespeare", 600, "plan", [], [1337]),
-    ("shakespeare 600 s", "tinyshakespeare", 600, "preset", ["--config", "shakespeare-10min"], [1337]),
+    ("shakespeare 600 s", "tinyshakespeare", 600, "plan", [], [1337, 1338]),
+    ("shakespeare 600 s", "tinyshakespeare", 600, "preset", ["--config", "shakespeare-10min"], [1337, 1338]),
     ("warpeace 300 s", "warpeace", 300, "plan", [], [1337, 1338]),
     ("warpeace 300 s", "warpeace", 300, "default", ["--no-plan"], [1337, 1338]),
     ("warpeace 300 s", "warpeace", 300, "preset", ["--config", "shakespeare"], [1337, 1338]),
