@@ -73,8 +73,8 @@ class Plan:
                  f"plan: expects {c.steps:,} steps at {1 / c.seconds_per_step:.1f} steps/s ({c.precision}, "
                  f"{'timed' if c.measured else 'estimated'}), {c.steps * c.batch_size * c.seq_len:,} characters = "
                  f"{c.epochs:.2g} epochs, in {self.budget:g} s of which planning took {self.seconds:.1f} s",
-                 f"plan: why: of {self.considered} candidates the rule predicts {self.finalists[0].loss:.3f} nats/char above the "
-                 f"corpus's floor for {c.shape}" + (f", against {others}" if others else "")
+                 f"plan: why: of {self.considered} candidates the rule predicts {self.finalists[0].loss:.3f} nats/char "
+                 f"above the corpus's floor for {c.shape}" + (f", against {others}" if others else "")
                  + f"; dropout {m.dropout:g} for {c.epochs:.2g} epochs" + self.precision_why]
         if 2 * self.symbols[0] <= self.symbols[1]:  # worth saying when most of the vocabulary is rare
             lines.append(f"plan: the rule counts {c.capacity:,} of the parameters: the embedding and head rows of the "
