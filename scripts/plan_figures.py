@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl            # every arm
     .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --only preset --only default
+    .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --group 'shakespeare 600 s' --seed 1337
     .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --table    # print, run nothing
     .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --overhead # the planning's seconds
     .venv/bin/python scripts/plan_figures.py --results runs/plan-figures.jsonl --scaling runs/figure-runs.json
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, required=True, help="JSON lines: read, then appended to")
     parser.add_argument("--only", action="append", default=[], help="run only these arms (plan, preset, default)")
     parser.add_argument("--group", action="append", default=[], help="run only these groups, e.g. 'warpeace 300 s'")
+    parser.add_argument("--seed", action="append", type=int, default=[], help="run only these seeds")
     parser.add_argument("--table", action="store_true", help="print the table of --results and run nothing")
     parser.add_argument("--overhead", action="store_true", help="time the planning itself, cold and cached, only")
     parser.add_argument("--scaling", type=Path, help="write the finished runs as fit_scaling.py rows here, only")
@@ -177,7 +179,7 @@ def main() -> None:
             if (args.only and arm not in args.only) or (args.group and group not in args.group):
                 continue
             for seed in seeds:
-                if (where, group, arm, seed) in done:  # a rerun after a stop goes on where it stopped
+                if (args.seed and seed not in args.seed) or (where, group, arm, seed) in done:  # a rerun after a stop goes on where it stopped
                     continue
                 row = {"host": where, "group": group, "arm": arm, "seed": seed, "when": time.strftime("%F %T"),
                        **run_arm(corpus, budget, extra, seed, args.out / f"{corpus}-{budget}-{arm}-{seed}")}
