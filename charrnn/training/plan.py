@@ -36,6 +36,10 @@ DEPTHS = (1, 2)  # the sweeps hold one run of 3 layers, which the rule overrated
 # and 1.5591 on two hosts where it predicts 1.5145, 2 x 128 0.55 behind 1 x 256 on a source tree; 2 x 384 and
 # 2 x 512 land within 0.013 of it. So they are not offered.
 DEEP_MIN_WIDTH = 384
+# Nor are they offered where the budget buys fewer steps than this: early on, a second layer lags one wide layer
+# however its parameters rate (War and Peace at 600 steps: 2 x 512 0.055 behind 1 x 512, where the rule puts it
+# 0.016 ahead; a 161 MB source tree at 700: 2 x 384 0.35-0.64 behind 1 x 512; tinyshakespeare at 600: 0.014 ahead).
+DEEP_MIN_STEPS = 1000
 FINALISTS = 3  # the best candidates by estimated speed, timed before the choice
 # A finalist is timed when the planning, with its timing (by its estimate), stays within this share of the budget:
 # under the 5% the planning may cost, with room for a finalist slower than its estimate.
@@ -58,6 +62,7 @@ class Plan:
     kept: tuple[str, ...]  # planned keys the config set, which the plan kept
     precision_why: str = ""  # how the precision was chosen, where it was
     symbols: tuple[int, int] = (0, 0)  # (symbols in use, vocabulary size)
+    passed_over: Estimate | None = None  # a deeper model the rule ranked first, left out for its few steps
 
     def lines(self) -> list[str]:
         """What the planner chose and why, for the user, before training."""
@@ -83,6 +88,10 @@ class Plan:
         if c.capacity > PARAMS_PER_CHAR * self.train_chars:
             lines.append(f"plan: note: no candidate has {PARAMS_PER_CHAR} parameters per training character or "
                          "fewer, so this, the smallest, will overfit: a longer corpus would do better")
+        if self.passed_over:
+            e = self.passed_over
+            lines.append(f"plan: not {e.shape}, which the rule rates at {e.loss:.3f}: the budget buys it {e.steps:,} "
+                         f"steps, and under {DEEP_MIN_STEPS:,} a second layer learns slower than one wide layer")
         if c.steps < MIN_STEPS:
             lines.append(f"plan: note: the budget buys only {c.steps:,} steps even of this model: a longer budget "
                          "would do better")
@@ -166,16 +175,18 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     # Every candidate is ranked on the whole budget, so that the plan depends on the measurements alone.
     estimates = [speed.estimate(layers, width, train_chars, budget) for layers, width in candidates]
     cap = PARAMS_PER_CHAR * train_chars
-    usable = [e for e in estimates if e.capacity <= cap and e.steps >= MIN_STEPS] or \
+    fits = sorted((e for e in estimates if e.capacity <= cap and e.steps >= MIN_STEPS), key=lambda e: e.loss)
+    usable = _early_depth(fits, "model.num_layers" in fixed) or \
         [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.capacity))]  # nothing fits: the smallest that runs
-    usable.sort(key=lambda e: e.loss)
     # The finalists, best first, in the precision the anchors chose: measured while the planning, with this timing,
     # stays within its share of the budget, from the cache always; the rest keep the anchors' estimate.
     timed = {e.model: speed.time(e, measure=clock() - start + speed.trial_cost(e) <= TIMING_SHARE * budget)
              for e in usable[:FINALISTS]}
-    finalists = sorted((speed.again(e, timed.get(e.model), train_chars, budget) for e in usable[:FINALISTS]),
-                       key=lambda e: e.loss)
+    finalists = _early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget)
+                                     for e in usable[:FINALISTS]), key=lambda e: e.loss), "model.num_layers" in fixed)
     best = finalists[0]
+    passed_over = next((e for e in fits if e.model.num_layers > 1 and e.steps < DEEP_MIN_STEPS
+                        and e.loss < best.loss and "model.num_layers" not in fixed), None)
     chosen = speed.again(best, timed.get(best.model), train_chars, budget - (clock() - start))  # the seconds left
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
               "model.embed_dim": chosen.model.embed_dim, "train.batch_size": chosen.batch_size,
@@ -186,7 +197,14 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     planned = cfg.with_overrides((), {k: v for k, v in values.items() if k in free})
     return Plan(planned, chosen, tuple(finalists), len(estimates), train_chars, budget, clock() - start,
                 tuple(k for k in PLANNED if k not in free), speed.why(chosen) if "train.precision" in free else "",
-                (symbols, vocab_size))
+                (symbols, vocab_size), passed_over)
+
+
+def _early_depth(ranked: list[Estimate], depth_given: bool) -> list[Estimate]:
+    """`ranked` less the deeper models that get fewer than DEEP_MIN_STEPS steps, unless the config set the depth or
+    nothing else is left."""
+    shallow_or_long = [e for e in ranked if e.model.num_layers == 1 or e.steps >= DEEP_MIN_STEPS]
+    return ranked if depth_given else shallow_or_long or ranked
 
 
 def _get(cfg: Config, key: str) -> object:

@@ -256,3 +256,14 @@ def test_advice_names_overfitting_and_underfitting_and_is_quiet_otherwise(tmp_pa
     write_metrics(tmp_path / "fine", [(500, 1.80), (1000, 1.60), (1500, 1.598)], 1.45)
     assert advice(tmp_path / "fine", cfg, 1_000_000, VOCAB) == []
     assert advice(tmp_path / "missing", cfg, 1_000_000, VOCAB) == []
+
+
+@pytest.mark.parametrize("seconds, deep", [(0.5, False), (0.4, True)])  # 960 and 1,200 steps in 600 s
+def test_two_layers_are_offered_only_for_enough_steps(monkeypatch, seconds, deep):
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (seconds, False))  # every shape as fast: the
+    p = planned()                                                                  # rule would go deep
+    assert (p.chosen.model.num_layers == 2) == deep
+    note = [line for line in p.lines() if "a second layer learns slower" in line]
+    assert bool(note) != deep and (deep or f"under {plan_mod.DEEP_MIN_STEPS:,}" in note[0])
+    given = planned("model.num_layers=2")  # a depth the config sets is trained, however few its steps
+    assert given.chosen.model.num_layers == 2 and given.passed_over is None
