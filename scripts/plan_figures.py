@@ -178,8 +178,8 @@ def main() -> None:
         for group, corpus, budget, arm, extra, seeds in ARMS:
             if (args.only and arm not in args.only) or (args.group and group not in args.group):
                 continue
-            for seed in seeds:
-                if (args.seed and seed not in args.seed) or (where, group, arm, seed) in done:  # a rerun after a stop goes on where it stopped
+            for seed in seeds:  # a rerun after a stop goes on where it stopped
+                if (args.seed and seed not in args.seed) or (where, group, arm, seed) in done:
                     continue
                 row = {"host": where, "group": group, "arm": arm, "seed": seed, "when": time.strftime("%F %T"),
                        **run_arm(corpus, budget, extra, seed, args.out / f"{corpus}-{budget}-{arm}-{seed}")}

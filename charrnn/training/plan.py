@@ -41,8 +41,8 @@ DEEP_MIN_WIDTH = 384
 # 0.016 ahead; a 161 MB source tree at 700: 2 x 384 0.35-0.64 behind 1 x 512; tinyshakespeare at 600: 0.014 ahead).
 DEEP_MIN_STEPS = 1000
 FINALISTS = 3  # the best candidates by estimated speed, timed before the choice
-# A finalist is timed when the planning, with its timing (by its estimate), stays within this share of the budget:
-# under the 5% the planning may cost, with room for a finalist slower than its estimate.
+# A finalist, or a second precision's wide anchor, is timed when the planning, with its timing (by its estimate),
+# stays within this share of the budget: under the 5% the planning may cost, with room for one slower than guessed.
 TIMING_SHARE = 0.04
 PARAMS_PER_CHAR = 15  # no bigger model than this per training character: 1 x 512 (13.5) was best on 100K chars
 WARMUP, WEIGHT_DECAY = 50, 0.1  # the presets' recipe
@@ -168,8 +168,12 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     check_budget(budget)
     fixed = {k: _get(cfg, k) for k in PLANNED if k not in free}
     precision = cfg.train.precision if "train.precision" in fixed else "auto"  # unset: as fast as measured
+
+    def afford(seconds: float) -> bool:  # a timing of `seconds` more keeps the planning within its share
+        return clock() - start + seconds <= TIMING_SHARE * budget
+
     speed = SpeedModel(cfg.model, fixed, (vocab_size, symbols), processes, device,
-                       precisions(precision, device, cfg.model))
+                       precisions(precision, device, cfg.model), afford)
     candidates = [(layers, width) for layers in _options(fixed, "model.num_layers", DEPTHS)
                   for width in _options(fixed, "model.hidden_size", WIDTHS) if layers == 1 or width >= DEEP_MIN_WIDTH]
     # Every candidate is ranked on the whole budget, so that the plan depends on the measurements alone.
@@ -180,8 +184,7 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
         [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.capacity))]  # nothing fits: the smallest that runs
     # The finalists, best first, in the precision the anchors chose: measured while the planning, with this timing,
     # stays within its share of the budget, from the cache always; the rest keep the anchors' estimate.
-    timed = {e.model: speed.time(e, measure=clock() - start + speed.trial_cost(e) <= TIMING_SHARE * budget)
-             for e in usable[:FINALISTS]}
+    timed = {e.model: speed.time(e, measure=afford(speed.trial_cost(e))) for e in usable[:FINALISTS]}
     finalists = _early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget)
                                      for e in usable[:FINALISTS]), key=lambda e: e.loss), "model.num_layers" in fixed)
     best = finalists[0]

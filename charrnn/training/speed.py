@@ -5,6 +5,7 @@ shapes timed first and a power law through their FLOPs per step, and the finalis
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -57,10 +58,13 @@ class SpeedModel:
     """Seconds per step of any candidate: timed for anchors and finalists, a line through FLOPs for the rest."""
 
     def __init__(self, model: ModelConfig, fixed: dict[str, object], vocab: tuple[int, int], processes: int,
-                 device: torch.device, precisions: tuple[str, ...]) -> None:
+                 device: torch.device, precisions: tuple[str, ...], afford: Callable[[float], bool]) -> None:
         self.model, self.fixed, (self.vocab_size, self.symbols), self.processes = model, fixed, vocab, processes
         self.device, self.precisions = device, precisions
-        self.lines = {p: self._line(p) for p in precisions}
+        self.borrowed: set[str] = set()  # precisions whose wide anchor was not timed: the first one's slope stands in
+        self.lines: dict[str, tuple[float, float, float]] = {}
+        for precision in precisions:
+            self.lines[precision] = self._line(precision, afford)
 
     def shape(self, layers: int, width: int) -> ModelConfig:
         return replace(self.model, num_layers=layers, hidden_size=width,
@@ -72,11 +76,22 @@ class SpeedModel:
     def _time(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float:
         return step_seconds(precision, model, self.vocab_size, batch // self.processes, seq_len, self.device)[0]
 
-    def _line(self, precision: str) -> tuple[float, float, float]:
+    def _line(self, precision: str, afford: Callable[[float], bool]) -> tuple[float, float, float]:
         """(FLOPs, seconds, exponent) of a power law through the two anchors timed at the default batch: exact at
-        both, and never below zero as a straight line can go when a wide shape falls out of the CPU's caches."""
-        (f0, t0), (f1, t1) = [(self.flops(m, BATCH, SEQ_LEN), self._time(precision, m, BATCH, SEQ_LEN))
-                              for m in (self.shape(*a) for a in ANCHORS)]
+        both, and never below zero as a straight line can go when a wide shape falls out of the CPU's caches.
+
+        A second precision's wide anchor is timed only if the planning can `afford` it, guessed from the first
+        precision's line; if not, the first's exponent stands in (emulated bf16 ran one 1 x 768 trial in 7.5 s)."""
+        narrow, wide = (self.shape(*a) for a in ANCHORS)
+        f0, f1 = self.flops(narrow, BATCH, SEQ_LEN), self.flops(wide, BATCH, SEQ_LEN)
+        t0 = self._time(precision, narrow, BATCH, SEQ_LEN)
+        if self.lines:
+            first = next(iter(self.lines))
+            guess = self.on_line(first, wide, BATCH, SEQ_LEN) * t0 / self.lines[first][1]
+            if self._cached(precision, wide, BATCH, SEQ_LEN) is None and not afford(trial_seconds(guess)):
+                self.borrowed.add(precision)
+                return f0, t0, self.lines[first][2]
+        t1 = self._time(precision, wide, BATCH, SEQ_LEN)
         return f0, t0, min(max(math.log(t1 / t0) / math.log(f1 / f0), 0.0), 2.0)
 
     def on_line(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float:
@@ -89,6 +104,9 @@ class SpeedModel:
         if len(self.precisions) == 1:
             return ""
         fp32, bf16 = (self.on_line(p, e.model, e.batch_size, e.seq_len) for p in ("fp32", "bf16"))
+        if self.borrowed:
+            return (f"; {e.precision}: bf16 ran {ANCHORS[0][0]}x{ANCHORS[0][1]} at {fp32 / bf16:.2f}x fp32's speed "
+                    "and was not timed wider, which would cost more of the budget than planning may")
         return f"; {e.precision}: the anchors put bf16 at {fp32 / bf16:.2f}x fp32's speed for this shape"
 
     def estimate(self, layers: int, width: int, train_chars: int, seconds: float) -> Estimate:
@@ -107,19 +125,20 @@ class SpeedModel:
                 return e
             batch *= 2
 
+    def _cached(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float | None:
+        return cached_seconds(precision, model, self.vocab_size, batch // self.processes, seq_len, self.device)
+
     def time(self, e: Estimate, measure: bool) -> float | None:
         """Seconds per step of a candidate in its precision: cached, else measured if `measure`, else None."""
-        cached = cached_seconds(e.precision, e.model, self.vocab_size, e.batch_size // self.processes, e.seq_len,
-                                self.device)
+        cached = self._cached(e.precision, e.model, e.batch_size, e.seq_len)
         if cached is not None or not measure:
             return cached
         return self._time(e.precision, e.model, e.batch_size, e.seq_len)
 
     def trial_cost(self, e: Estimate) -> float:
         """The seconds that timing `e` would take, by its estimate; nothing if it is cached."""
-        cached = cached_seconds(e.precision, e.model, self.vocab_size, e.batch_size // self.processes, e.seq_len,
-                                self.device)
-        return 0.0 if cached is not None else trial_seconds(e.seconds_per_step)
+        return 0.0 if self._cached(e.precision, e.model, e.batch_size, e.seq_len) is not None else \
+            trial_seconds(e.seconds_per_step)
 
     def again(self, e: Estimate, timed: float | None, train_chars: int, seconds: float) -> Estimate:
         """The estimate for `seconds`, at its `timed` speed where it was timed."""

@@ -48,6 +48,12 @@ def nothing_cached(monkeypatch):
     monkeypatch.setattr(speed_mod, "cached_seconds", lambda *args: None)
 
 
+@pytest.fixture(autouse=True)
+def fp32_only(monkeypatch):
+    """'auto' resolves to fp32, as on a CPU without bf16, whatever this host has; a test that wants both says so."""
+    monkeypatch.setattr(speed_mod, "resolve_precision", lambda *args: "fp32")
+
+
 @pytest.fixture
 def measured(monkeypatch):
     """Planner and precision trial both read the fake timings; bf16 is slower, so every run stays fp32."""
@@ -57,9 +63,10 @@ def measured(monkeypatch):
     return speed
 
 
-def planned(*overrides: str, train_chars: int = 1_000_000, clock=None, vocab_size=VOCAB, symbols=None):
-    cfg = load_config(None, [*overrides, "train.device='cpu'"], {"train.time_budget": 600.0})
-    free = free_keys(cfg, given_keys(None, overrides, {"train.time_budget": 600.0}))
+def planned(*overrides: str, train_chars: int = 1_000_000, clock=None, vocab_size=VOCAB, symbols=None,
+            budget: float = 600.0):
+    cfg = load_config(None, [*overrides, "train.device='cpu'"], {"train.time_budget": budget})
+    free = free_keys(cfg, given_keys(None, overrides, {"train.time_budget": budget}))
     return plan_run(cfg, free, train_chars, vocab_size, CPU, clock=clock or iter(range(100)).__next__,
                     symbols=symbols)
 
@@ -103,6 +110,20 @@ def test_the_anchors_choose_the_precision_and_the_finalists_are_timed_in_it_alon
     assert sorted(c[0] for c in anchors) == ["bf16", "bf16", "fp32", "fp32"]
     assert len(finalists) == plan_mod.FINALISTS and {c[0] for c in finalists} == {expected}
     assert f"; {expected}: the anchors put bf16 at {bf16_speedup:.2f}x fp32's speed" in p.lines()[2]
+
+
+@pytest.mark.parametrize("budget, timed", [(138.0, False), (600.0, True)])
+def test_a_slow_second_precision_is_timed_wide_only_if_the_budget_affords_it(monkeypatch, budget, timed):
+    speed = fake_speed(bf16_speedup=0.34, per_flop=2e-11)  # as emulated bf16: fp32's 1 x 768 1.0 s, bf16's 2.9 s
+    monkeypatch.setattr(speed_mod, "step_seconds", speed)
+    monkeypatch.setattr(speed_mod, "resolve_precision", lambda *args: "bf16")
+    p = planned(budget=budget)  # the trial of bf16's wide anchor: 2 steps, 5.9 s; the share: 5.5 s and 24 s
+    wide_bf16 = [c for c in speed.calls if c[:3] == ("bf16", 1, 768)]
+    assert bool(wide_bf16) == timed and ("bf16", 1, 256) in [c[:3] for c in speed.calls]
+    assert p.config.train.precision == "fp32"  # 0.34x fp32's speed, whichever line says so
+    why = p.lines()[2]
+    assert ("bf16 ran 1x256 at 0.34x fp32's speed and was not timed wider" in why) != timed
+    assert ("the anchors put bf16 at" in why) == timed
 
 
 def test_the_finalists_are_timed_only_within_their_share_of_the_budget(measured):
