@@ -26,6 +26,7 @@ from charrnn.errors import UserError
 from charrnn.training.distributed import World
 from charrnn.training.rule import COVERAGE, dropout_for, lr_for, used_symbols
 from charrnn.training.speed import Estimate, SpeedModel, precisions
+from charrnn.training.throughput import prepare
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "train.batch_size",
            "train.seq_len", "train.lr", "train.weight_decay", "train.warmup_steps", "train.min_lr_ratio",
@@ -164,8 +165,9 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
              processes: int = 1, clock: Callable[[], float] = time.monotonic, symbols: int | None = None) -> Plan:
     """Plan the `free` keys of `cfg` for its time budget, this corpus size and this device; `symbols` is how many of
     the vocabulary's the text uses (`used_symbols`), all of them if not given."""
+    check_budget(cfg.train.time_budget)
+    prepare()  # off the planning's clock: an unplanned run pays it too, building its optimizer before its budget starts
     start, budget, symbols = clock(), cfg.train.time_budget, symbols or vocab_size
-    check_budget(budget)
     fixed = {k: _get(cfg, k) for k in PLANNED if k not in free}
     precision = cfg.train.precision if "train.precision" in fixed else "auto"  # unset: as fast as measured
 

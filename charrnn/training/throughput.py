@@ -83,6 +83,12 @@ def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, ba
     return best
 
 
+def prepare() -> None:
+    """Pay torch's one-time cost of a process's first optimizer, a lazy import (1.2 s on a 2-core Xeon), which every
+    run pays whether it plans or not: so that the planning's own seconds are not charged with it."""
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+
+
 def trial_seconds(per_step: float) -> float:
     """What `seconds_per_step` costs for a shape of about `per_step` seconds a step: its warm-up and timed steps."""
     return per_step * (2 if per_step > LONG_STEP else STEPS + 1)

@@ -126,6 +126,13 @@ def test_a_slow_second_precision_is_timed_wide_only_if_the_budget_affords_it(mon
     assert ("the anchors put bf16 at" in why) == timed
 
 
+def test_torchs_one_time_optimizer_cost_is_paid_before_the_planning_clock_starts(measured, monkeypatch):
+    events = []
+    monkeypatch.setattr(plan_mod, "prepare", lambda: events.append("prepare"))
+    planned(clock=lambda: events.append("clock") or float(len(events)))
+    assert events[0] == "prepare" and events.count("prepare") == 1 and "clock" in events
+
+
 def test_the_finalists_are_timed_only_within_their_share_of_the_budget(measured):
     p = planned(clock=iter(range(0, 10_000, 10)).__next__)  # 10 s pass at every look: the share (24 s) after two
     assert [e.measured for e in p.finalists].count(True) == 2
