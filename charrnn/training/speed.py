@@ -61,7 +61,7 @@ class SpeedModel:
                  device: torch.device, precisions: tuple[str, ...], afford: Callable[[float], bool]) -> None:
         self.model, self.fixed, (self.vocab_size, self.symbols), self.processes = model, fixed, vocab, processes
         self.device, self.precisions = device, precisions
-        self.borrowed: set[str] = set()  # precisions whose wide anchor was not timed: the first one's slope stands in
+        self.borrowed = False  # whether bf16's wide anchor went untimed, fp32's slope standing in
         self.lines: dict[str, tuple[float, float, float]] = {}
         for precision in precisions:
             self.lines[precision] = self._line(precision, afford)
@@ -89,7 +89,7 @@ class SpeedModel:
             first = next(iter(self.lines))
             guess = self.on_line(first, wide, BATCH, SEQ_LEN) * t0 / self.lines[first][1]
             if self._cached(precision, wide, BATCH, SEQ_LEN) is None and not afford(trial_seconds(guess)):
-                self.borrowed.add(precision)
+                self.borrowed = True
                 return f0, t0, self.lines[first][2]
         t1 = self._time(precision, wide, BATCH, SEQ_LEN)
         return f0, t0, min(max(math.log(t1 / t0) / math.log(f1 / f0), 0.0), 2.0)
