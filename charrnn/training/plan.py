@@ -25,8 +25,7 @@ from charrnn.devices import resolve_device
 from charrnn.errors import UserError
 from charrnn.training.distributed import World
 from charrnn.training.rule import COVERAGE, dropout_for, lr_for, used_symbols
-from charrnn.training.speed import Estimate, SpeedModel, precisions
-from charrnn.training.throughput import prepare
+from charrnn.training.speed import Estimate, Share, SpeedModel, precisions
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "train.batch_size",
            "train.seq_len", "train.lr", "train.weight_decay", "train.warmup_steps", "train.min_lr_ratio",
@@ -166,16 +165,13 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     """Plan the `free` keys of `cfg` for its time budget, this corpus size and this device; `symbols` is how many of
     the vocabulary's the text uses (`used_symbols`), all of them if not given."""
     check_budget(cfg.train.time_budget)
-    prepare()  # off the planning's clock: an unplanned run pays it too, building its optimizer before its budget starts
-    start, budget, symbols = clock(), cfg.train.time_budget, symbols or vocab_size
+    budget, symbols = cfg.train.time_budget, symbols or vocab_size
+    share = Share(TIMING_SHARE * budget, clock)
     fixed = {k: _get(cfg, k) for k in PLANNED if k not in free}
     precision = cfg.train.precision if "train.precision" in fixed else "auto"  # unset: as fast as measured
 
-    def afford(seconds: float) -> bool:  # a timing of `seconds` more keeps the planning within its share
-        return clock() - start + seconds <= TIMING_SHARE * budget
-
     speed = SpeedModel(cfg.model, fixed, (vocab_size, symbols), processes, device,
-                       precisions(precision, device, cfg.model), afford)
+                       precisions(precision, device, cfg.model), share)
     candidates = [(layers, width) for layers in _options(fixed, "model.num_layers", DEPTHS)
                   for width in _options(fixed, "model.hidden_size", WIDTHS) if layers == 1 or width >= DEEP_MIN_WIDTH]
     # Every candidate is ranked on the whole budget, so that the plan depends on the measurements alone.
@@ -186,13 +182,13 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
         [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.capacity))]  # nothing fits: the smallest that runs
     # The finalists, best first, in the precision the anchors chose: measured while the planning, with this timing,
     # stays within its share of the budget, from the cache always; the rest keep the anchors' estimate.
-    timed = {e.model: speed.time(e, measure=afford(speed.trial_cost(e))) for e in usable[:FINALISTS]}
+    timed = {e.model: speed.time(e, measure=share.afford(speed.trial_cost(e))) for e in usable[:FINALISTS]}
     finalists = _early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget)
                                      for e in usable[:FINALISTS]), key=lambda e: e.loss), "model.num_layers" in fixed)
     best = finalists[0]
     passed_over = next((e for e in fits if e.model.num_layers > 1 and e.steps < DEEP_MIN_STEPS
                         and e.loss < best.loss and "model.num_layers" not in fixed), None)
-    chosen = speed.again(best, timed.get(best.model), train_chars, budget - (clock() - start))  # the seconds left
+    chosen = speed.again(best, timed.get(best.model), train_chars, budget - share.elapsed())  # the seconds left
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
               "model.embed_dim": chosen.model.embed_dim, "train.batch_size": chosen.batch_size,
               "train.seq_len": chosen.seq_len, "model.dropout": dropout_for(best.epochs, best.capacity / train_chars),
@@ -200,7 +196,7 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
               "train.weight_decay": WEIGHT_DECAY, "train.warmup_steps": WARMUP, "train.min_lr_ratio": 0.0,
               "train.precision": chosen.precision}
     planned = cfg.with_overrides((), {k: v for k, v in values.items() if k in free})
-    return Plan(planned, chosen, tuple(finalists), len(estimates), train_chars, budget, clock() - start,
+    return Plan(planned, chosen, tuple(finalists), len(estimates), train_chars, budget, share.elapsed(),
                 tuple(k for k in PLANNED if k not in free), speed.why(chosen) if "train.precision" in free else "",
                 (symbols, vocab_size), passed_over)
 

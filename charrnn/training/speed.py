@@ -16,7 +16,7 @@ from charrnn.devices import resolve_precision
 from charrnn.model import parameter_count, train_flops_per_char
 from charrnn.training.precision import MARGIN
 from charrnn.training.rule import BATCH, predicted_loss
-from charrnn.training.throughput import cached_seconds, step_seconds, trial_seconds
+from charrnn.training.throughput import cached_seconds, prepare, step_seconds, trial_seconds
 
 ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
 SEQ_LEN, MAX_BATCH, EMBED_DIM = 100, 512, 64  # the presets' recipe, with BATCH
@@ -54,17 +54,41 @@ def precisions(precision: str, device: torch.device, model: ModelConfig) -> tupl
     return (resolved,)
 
 
+class Share:
+    """The planning's clock against the seconds its timings may take.
+
+    Torch's one-time cost of a process's first optimizer, a lazy import (1.2 s on a 2-core Xeon), is paid before the
+    first timing and kept off the clock: an unplanned run pays it too, building its optimizer before its budget
+    starts. A plan whose every timing is cached never pays it."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
+        self.seconds, self.clock, self.start, self.paused, self.prepared = seconds, clock, clock(), 0.0, False
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start - self.paused
+
+    def afford(self, seconds: float) -> bool:
+        """Whether a timing of `seconds` more keeps the planning within its share."""
+        return self.elapsed() + seconds <= self.seconds
+
+    def before_timing(self) -> None:
+        if not self.prepared:
+            start = self.clock()
+            prepare()
+            self.paused, self.prepared = self.paused + self.clock() - start, True
+
+
 class SpeedModel:
     """Seconds per step of any candidate: timed for anchors and finalists, a line through FLOPs for the rest."""
 
     def __init__(self, model: ModelConfig, fixed: dict[str, object], vocab: tuple[int, int], processes: int,
-                 device: torch.device, precisions: tuple[str, ...], afford: Callable[[float], bool]) -> None:
+                 device: torch.device, precisions: tuple[str, ...], share: Share) -> None:
         self.model, self.fixed, (self.vocab_size, self.symbols), self.processes = model, fixed, vocab, processes
-        self.device, self.precisions = device, precisions
+        self.device, self.precisions, self.share = device, precisions, share
         self.borrowed = False  # whether bf16's wide anchor went untimed, fp32's slope standing in
         self.lines: dict[str, tuple[float, float, float]] = {}
         for precision in precisions:
-            self.lines[precision] = self._line(precision, afford)
+            self.lines[precision] = self._line(precision)
 
     def shape(self, layers: int, width: int) -> ModelConfig:
         return replace(self.model, num_layers=layers, hidden_size=width,
@@ -74,13 +98,15 @@ class SpeedModel:
         return train_flops_per_char(self.vocab_size, model) * batch * seq_len
 
     def _time(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float:
+        if self._cached(precision, model, batch, seq_len) is None:
+            self.share.before_timing()
         return step_seconds(precision, model, self.vocab_size, batch // self.processes, seq_len, self.device)[0]
 
-    def _line(self, precision: str, afford: Callable[[float], bool]) -> tuple[float, float, float]:
+    def _line(self, precision: str) -> tuple[float, float, float]:
         """(FLOPs, seconds, exponent) of a power law through the two anchors timed at the default batch: exact at
         both, and never below zero as a straight line can go when a wide shape falls out of the CPU's caches.
 
-        A second precision's wide anchor is timed only if the planning can `afford` it, guessed from the first
+        A second precision's wide anchor is timed only if the planning's share affords it, guessed from the first
         precision's line; if not, the first's exponent stands in (emulated bf16 ran one 1 x 768 trial in 7.5 s)."""
         narrow, wide = (self.shape(*a) for a in ANCHORS)
         f0, f1 = self.flops(narrow, BATCH, SEQ_LEN), self.flops(wide, BATCH, SEQ_LEN)
@@ -88,7 +114,7 @@ class SpeedModel:
         if self.lines:
             first = next(iter(self.lines))
             guess = self.on_line(first, wide, BATCH, SEQ_LEN) * t0 / self.lines[first][1]
-            if self._cached(precision, wide, BATCH, SEQ_LEN) is None and not afford(trial_seconds(guess)):
+            if self._cached(precision, wide, BATCH, SEQ_LEN) is None and not self.share.afford(trial_seconds(guess)):
                 self.borrowed = True
                 return f0, t0, self.lines[first][2]
         t1 = self._time(precision, wide, BATCH, SEQ_LEN)

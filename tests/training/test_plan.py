@@ -56,9 +56,11 @@ def fp32_only(monkeypatch):
 
 @pytest.fixture
 def measured(monkeypatch):
-    """Planner and precision trial both read the fake timings; bf16 is slower, so every run stays fp32."""
+    """Planner and precision trial both read the fake timings; bf16 is slower, so every run stays fp32. Fake
+    timings need no optimizer import, so none is paid, and a test's clock ticks for the timings alone."""
     speed = fake_speed()
     monkeypatch.setattr(speed_mod, "step_seconds", speed)
+    monkeypatch.setattr(speed_mod.Share, "before_timing", lambda self: None)
     monkeypatch.setattr(precision_mod, "step_seconds", speed)
     return speed
 
@@ -126,11 +128,31 @@ def test_a_slow_second_precision_is_timed_wide_only_if_the_budget_affords_it(mon
     assert ("the anchors put bf16 at" in why) == timed
 
 
-def test_torchs_one_time_optimizer_cost_is_paid_before_the_planning_clock_starts(measured, monkeypatch):
-    events = []
-    monkeypatch.setattr(plan_mod, "prepare", lambda: events.append("prepare"))
-    planned(clock=lambda: events.append("clock") or float(len(events)))
-    assert events[0] == "prepare" and events.count("prepare") == 1 and "clock" in events
+def test_torchs_one_time_optimizer_cost_is_paid_before_the_first_timing_and_off_the_planning_clock(monkeypatch):
+    events, now = [], [0.0]
+    speed = fake_speed()
+
+    def timed(*args):
+        events.append("time")
+        return speed(*args)
+
+    def prepare():
+        events.append("prepare")
+        now[0] += 100.0  # far past the share: charged to the planning, it would leave the finalists untimed
+
+    monkeypatch.setattr(speed_mod, "step_seconds", timed)
+    monkeypatch.setattr(speed_mod, "prepare", prepare)
+    p = planned(clock=lambda: now[0])
+    assert events[0] == "prepare" and events.count("prepare") == 1 and events.count("time") > 1
+    assert p.seconds == 0.0 and all(e.measured for e in p.finalists)
+
+
+def test_a_plan_whose_timings_are_all_cached_never_pays_the_optimizer_import(monkeypatch):
+    speed = fake_speed()
+    monkeypatch.setattr(speed_mod, "cached_seconds", lambda *args: speed(*args)[0])
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (speed(*args)[0], True))
+    monkeypatch.setattr(speed_mod, "prepare", lambda: pytest.fail("prepared with every timing cached"))
+    assert planned().chosen.measured
 
 
 def test_the_finalists_are_timed_only_within_their_share_of_the_budget(measured):
