@@ -41,6 +41,9 @@ CORPORA = {
     # A large source tree: every .py under the Python's lib dir, the standard library and its site-packages
     # (here pyenv 3.11.7's: 13,353 files, 161 MB, a 9,000-symbol vocabulary).
     "python-lib": [str(STDLIB), "--include", "*.py"],
+    # The lectures' corpus, ~100 MB of it: fs, net, kernel, mm, lib, block, crypto and security of linux-source-6.1
+    # (*.c and *.h, 5,290 files, 106 MB; see docs/results.md for how it is made). Never committed: set the path.
+    "linux-core": [os.environ.get("CHARRNN_LINUX_CORE", "")],
 }
 # (group, corpus, budget s, arm, extra args, seeds)
 ARMS = [
@@ -54,6 +57,7 @@ ARMS = [
     ("python-lib 300 s", "python-lib", 300, "plan", [], [1337, 1338]),
     ("python-lib 300 s", "python-lib", 300, "default", ["--no-plan"], [1337, 1338]),
     ("python-lib 300 s", "python-lib", 300, "preset", ["--config", "shakespeare"], [1337, 1338]),
+    ("linux-core 3600 s", "linux-core", 3600, "plan", [], [1337]),
 ]
 RESULT = re.compile(r"stopped by (\S+) at step (\d+): val loss ([\d.]+).* best ([\d.]+)")
 
@@ -129,11 +133,10 @@ def table(rows: list[dict]) -> str:
 
 def scaling_rows(rows: list[dict], out: Path) -> list[dict]:
     """The runs of `rows` whose run dirs are under `out`, as fit_scaling.py rows: P as the planner's rule counts it."""
+    from scaling_sweep import train_counts
+
     from charrnn.config import load_config
-    from charrnn.data.encoding import load_corpus
-    from charrnn.data.split import split_of
     from charrnn.model import parameter_count
-    from charrnn.training.rule import used_symbols
 
     found, corpora, groups = [], {}, {group: (corpus, budget) for group, corpus, budget, *_ in ARMS}
     for r in rows:
@@ -143,10 +146,7 @@ def scaling_rows(rows: list[dict], out: Path) -> list[dict]:
             continue
         cfg = load_config(run_dir / "config.toml")
         if name not in corpora:
-            loaded = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include,
-                                 exclude=cfg.data.exclude)
-            train = split_of(loaded, cfg.data).train
-            corpora[name] = (len(train), used_symbols(train, loaded.vocab.size))
+            corpora[name] = train_counts(cfg)
         train_chars, symbols = corpora[name]
         seen = r["steps"] * cfg.train.batch_size * cfg.train.seq_len
         found.append({"corpus": name, "shape": f"{cfg.model.num_layers}x{cfg.model.hidden_size}",
@@ -180,6 +180,9 @@ def main() -> None:
     if not args.table:
         for group, corpus, budget, arm, extra, seeds in ARMS:
             if (args.only and arm not in args.only) or (args.group and group not in args.group):
+                continue
+            if not all(CORPORA[corpus]):
+                print(f"{group}: skipped, set CHARRNN_LINUX_CORE to the corpus's directory", file=sys.stderr)
                 continue
             for seed in seeds:  # a rerun after a stop goes on where it stopped
                 if (args.seed and seed not in args.seed) or (where, group, arm, seed) in done:

@@ -10,7 +10,9 @@ the final train loss (so overfitting shows), and the step of the best validation
     .venv/bin/python scripts/scaling_sweep.py --corpus shakespeare-100k=../shared/data/tinyshakespeare.txt:100000 \\
         --corpus warpeace=../shared/data/warpeace.txt --shape 1x256 --shape 1x512 --shape 2x512 --steps 600 --steps 1800
 
-A corpus is NAME=PATH, or NAME=PATH:CHARS for its first CHARS characters. Run it alone on the machine.
+A corpus is NAME=PATH, or NAME=PATH:CHARS for a file's first CHARS characters; PATH may be a directory. P counts
+the embedding and head rows of the symbols that make up 99.9% of the training text, as the planner's rule does.
+Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ import json
 import time
 from pathlib import Path
 
-from charrnn.config import load_config
+from charrnn.config import Config, load_config
+from charrnn.data.encoding import load_corpus
+from charrnn.data.split import split_of
+from charrnn.model import parameter_count
 from charrnn.training.loop import train
+from charrnn.training.rule import used_symbols
 
 BATCH, SEQ_LEN = 32, 100
 
@@ -53,16 +59,20 @@ def run(name: str, corpus: Path, shape: str, steps: int, out: Path) -> dict:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     vals = [(r["step"], r["val/loss"]) for r in records if "val/loss" in r]
     trains = [r["train/loss"] for r in records if "train/loss" in r][-5:]
-    from charrnn.checkpoint import load_model
-
-    loaded = load_model(run_dir / "checkpoints" / "last.pt")
-    chars = round(len(corpus.read_text(encoding="utf-8")) * (1 - cfg.data.val_fraction))
+    chars, symbols = train_counts(cfg)
     seen = steps * BATCH * SEQ_LEN
-    return {"corpus": name, "shape": shape, "params": loaded.model.num_params(), "train_chars": chars,
+    return {"corpus": name, "shape": shape, "params": parameter_count(symbols, cfg.model), "train_chars": chars,
             "steps": steps, "seen": seen, "epochs": seen / chars, "best_val": result.best_val_loss,
             "final_val": result.val_loss, "final_train": sum(trains) / len(trains),
             "best_step": min(vals, key=lambda v: v[1])[0], "seconds": seconds}
 
+
+def train_counts(cfg: Config) -> tuple[int, int]:
+    """(training characters, symbols that make up 99.9% of them) of a run's corpus, split as the run split it:
+    N and the vocabulary of P as the planner's rule counts them."""
+    corpus = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include, exclude=cfg.data.exclude)
+    train = split_of(corpus, cfg.data).train
+    return len(train), used_symbols(train, corpus.vocab.size)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -29,7 +29,7 @@ from charrnn.training.speed import Estimate, Share, SpeedModel, precisions
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "train.batch_size",
            "train.seq_len", "train.lr", "train.weight_decay", "train.warmup_steps", "train.min_lr_ratio",
-           "train.precision")
+           "train.precision", "train.max_steps")
 WIDTHS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
 DEPTHS = (1, 2)  # the sweeps hold one run of 3 layers, which the rule overrated by 0.048: not offered until swept
 # Deeper models narrower than this learn far slower than the rule expects (docs/results.md): 2 x 256 scored 1.5584
@@ -48,6 +48,7 @@ PARAMS_PER_CHAR = 15  # no bigger model than this per training character: 1 x 51
 WARMUP, WEIGHT_DECAY = 50, 0.1  # the presets' recipe
 MIN_BUDGET = 20.0  # seconds: below this, the measurements alone would eat the budget
 MIN_STEPS = 100
+STEP_CAP = 100_000  # a plan's max_steps, as the presets': the budget ends the run (the default 5,000 cut a 1-h one)
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
               "train.seq_len": chosen.seq_len, "model.dropout": dropout_for(best.epochs, best.capacity / train_chars),
               "train.lr": lr_for(chosen.model.num_layers, chosen.model.hidden_size, chosen.batch_size),
               "train.weight_decay": WEIGHT_DECAY, "train.warmup_steps": WARMUP, "train.min_lr_ratio": 0.0,
-              "train.precision": chosen.precision}
+              "train.precision": chosen.precision, "train.max_steps": max(STEP_CAP, 2 * chosen.steps)}
     planned = cfg.with_overrides((), {k: v for k, v in values.items() if k in free})
     return Plan(planned, chosen, tuple(finalists), len(estimates), train_chars, budget, share.elapsed(),
                 tuple(k for k in PLANNED if k not in free), speed.why(chosen) if "train.precision" in free else "",

@@ -174,6 +174,7 @@ class SpeedModel:
     def _estimate(self, model: ModelConfig, batch: int, seq_len: int, precision: str, per_step: float,
                   measured: bool, train_chars: int, seconds: float) -> Estimate:
         steps = int(LOOP_SHARE * max(seconds, 0.0) / per_step)
+        steps = min(steps, int(self.fixed.get("train.max_steps", steps)))  # type: ignore[call-overload]
         seen = steps * batch * seq_len
         capacity = parameter_count(self.symbols, model)
         return Estimate(model, batch, seq_len, parameter_count(self.vocab_size, model), capacity, precision, per_step,

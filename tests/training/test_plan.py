@@ -197,13 +197,25 @@ def test_more_steps_than_the_cap_buy_a_larger_batch(monkeypatch):
 @pytest.mark.parametrize("key, value", [
     ("model.embed_dim", 24), ("model.hidden_size", 200), ("model.num_layers", 3), ("model.dropout", 0.33),
     ("train.batch_size", 12), ("train.seq_len", 50), ("train.lr", 1.234e-3), ("train.weight_decay", 0.07),
-    ("train.warmup_steps", 7), ("train.min_lr_ratio", 0.25), ("train.precision", "'fp32'")])
+    ("train.warmup_steps", 7), ("train.min_lr_ratio", 0.25), ("train.precision", "'fp32'"),
+    ("train.max_steps", 321)])
 def test_every_key_set_explicitly_wins_over_the_plan(measured, key, value):
     assert key in PLANNED
     p = planned(f"{key}={value}")
     section, name = key.split(".")
     assert getattr(getattr(p.config, section), name) == (value.strip("'") if isinstance(value, str) else value)
     assert key in p.kept and any(key in line for line in p.lines())
+
+
+def test_the_budget_ends_a_planned_run_and_an_explicit_step_limit_caps_its_plan(monkeypatch):
+    monkeypatch.setattr(speed_mod, "step_seconds", fake_speed(per_flop=1e-12))  # a fast device: 20,000 steps an hour
+    monkeypatch.setattr(speed_mod.Share, "before_timing", lambda self: None)
+    p = planned(budget=3600.0)
+    assert p.chosen.steps > load_config(None).train.max_steps
+    assert p.config.train.max_steps >= max(plan_mod.STEP_CAP, 2 * p.chosen.steps)
+    capped = planned("train.max_steps=400", budget=3600.0)
+    assert capped.config.train.max_steps == 400 and capped.chosen.steps == 400
+    assert "expects 400 steps" in capped.lines()[1]
 
 
 def test_which_keys_are_planned(tmp_path):
