@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from charrnn.checkpoint import load_model
-from charrnn.data.encoding import load_corpus
+from charrnn.data.encoding import load_data
 from charrnn.data.split import split_of
 from charrnn.evaluation.dynamic import STATS_CHARS, dynamic_evaluate, gradient_stats, training_ids
 from charrnn.model import cross_entropy
@@ -43,8 +43,7 @@ def main() -> None:
 
     loaded = load_model(args.run_dir, "cpu")
     data = loaded.config.data
-    corpus = load_corpus(Path(data.path), data.encoding, include=data.include, exclude=data.exclude,
-                         skip_dir=rundir.is_run_dir)
+    corpus = load_data(data, skip_dir=rundir.is_run_dir)
     val = split_of(corpus, data).val
     val = torch.from_numpy((val[: args.chars + 1] if args.chars else val).astype(np.int64))
     with torch.no_grad():

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from charrnn.config import Config, load_config
-from charrnn.data.encoding import load_corpus
+from charrnn.data.encoding import load_data
 from charrnn.data.split import split_of
 from charrnn.model import parameter_count
 from charrnn.training.loop import train
@@ -70,9 +70,10 @@ def run(name: str, corpus: Path, shape: str, steps: int, out: Path) -> dict:
 def train_counts(cfg: Config) -> tuple[int, int]:
     """(training characters, symbols that make up 99.9% of them) of a run's corpus, split as the run split it:
     N and the vocabulary of P as the planner's rule counts them."""
-    corpus = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include, exclude=cfg.data.exclude)
+    corpus = load_data(cfg.data)
     train = split_of(corpus, cfg.data).train
     return len(train), used_symbols(train, corpus.vocab.size)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from charrnn.checkpoint import ModelCheckpoint, load_model
+from charrnn.config import DataConfig
 from charrnn.data import cache
 from charrnn.data.decoding import BYTES, BadFile, Piece, check_encoding, read_chunks, texts
 from charrnn.data.sources import list_files
@@ -178,6 +179,12 @@ def _write_ids(files: list[Path], encoding: str, vocab: Vocab, total: int, out: 
 def _bar(desc: str, total: int, progress: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
                 disable=not progress, leave=False, dynamic_ncols=True)
+
+
+def load_data(data: DataConfig, **options: object) -> Corpus:
+    """`load_corpus` of a config's [data] table: its path, encoding and include and exclude patterns."""
+    return load_corpus(Path(data.path), data.encoding, include=data.include, exclude=data.exclude,
+                       **options)  # type: ignore[arg-type]
 
 
 def load_corpus(path: Path, encoding: str = "utf-8", *, include: Sequence[str] = (), exclude: Sequence[str] = (),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.config import Config
-from charrnn.data.encoding import Corpus, load_corpus
+from charrnn.data.encoding import Corpus, load_data
 from charrnn.data.split import split_of
 from charrnn.errors import UserError
 from charrnn.evaluation.copies import WINDOW, open_index
@@ -26,8 +26,7 @@ def run_corpus(config: Config, vocab: Vocab, purpose: str, instead: str = "") ->
     where = f"the checkpoint's training corpus {data.path or '(none recorded)'}"
     if not data.path or not Path(data.path).exists():
         raise UserError(f"{purpose} {where}, which is not there" + (f"; {instead}" if instead else ""))
-    corpus = load_corpus(Path(data.path), data.encoding, include=data.include, exclude=data.exclude,
-                         skip_dir=rundir.is_run_dir)
+    corpus = load_data(data, skip_dir=rundir.is_run_dir)
     if corpus.vocab != vocab:
         raise UserError(f"{where} has changed since training (its vocabulary differs)"
                         + (f"; {instead}" if instead else ""))

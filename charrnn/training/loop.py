@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from charrnn import checkpoint
 from charrnn.config import Config
-from charrnn.data.encoding import Corpus, load_corpus
+from charrnn.data.encoding import Corpus, load_data
 from charrnn.data.split import Split, split_of
 from charrnn.errors import UserError
 from charrnn.evaluation.baselines import Baselines
@@ -80,9 +80,8 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
             if resume is not None and resume.changed():
                 raise UserError(f"{run_dir}'s last.pt changed while this resume was starting (another trainer was "
                                 "still running); run the same command again")
-            corpus = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include,
-                                 exclude=cfg.data.exclude, skip_dir=skip_dir(run_dir), verify=resume is not None,
-                                 progress=progress and world.is_main, check=signals.check)
+            corpus = load_data(cfg.data, skip_dir=skip_dir(run_dir), verify=resume is not None,
+                               progress=progress and world.is_main, check=signals.check)
             report_corpus(corpus, echo)
             split = split_of(corpus, cfg.data)
             cfg = cfg.with_overrides((), {"data.split": split.rule})  # the rule 'auto' chose, as the record says

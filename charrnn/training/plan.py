@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from charrnn.config import Config, config_data, load_config, reference
-from charrnn.data.encoding import load_corpus
+from charrnn.data.encoding import load_data
 from charrnn.data.split import split_of
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
@@ -133,8 +133,7 @@ def plan_corpus(config: Path | None, overrides: Sequence[str], values: Mapping[s
             "the config sets the model's shape (model.hidden_size and model.num_layers)"
         return [f"plan: nothing to plan: {why}"]
     check_budget(cfg.train.time_budget)  # before reading a corpus
-    corpus = load_corpus(Path(cfg.data.path), cfg.data.encoding, include=cfg.data.include, exclude=cfg.data.exclude,
-                         progress=progress)
+    corpus = load_data(cfg.data, progress=progress)
     split = split_of(corpus, cfg.data)
     echo(split.describe())
     return plan_run(cfg, free, len(split.train), corpus.vocab.size, resolve_device(cfg.train.device),
