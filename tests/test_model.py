@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from charrnn.model import bpc, cross_entropy, detach, eval_mode, parameter_count
+from charrnn.model import Dropout, bpc, cross_entropy, detach, eval_mode, parameter_count
 from tests.helpers import random_model
 
 
@@ -117,3 +117,32 @@ def test_eval_mode_restores_the_previous_mode_even_after_an_error():
     with eval_mode(model):
         pass
     assert not model.training
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_dropout_keeps_each_element_with_probability_1_minus_p_and_rescales(p, dtype):
+    torch.manual_seed(0)
+    x = torch.ones(200, 50, 64, dtype=dtype, requires_grad=True)
+    y = Dropout(p)(x)
+    kept = y != 0
+    assert y.dtype == dtype and y.shape == x.shape
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.01  # 640,000 elements: the std is under 0.001
+    assert torch.allclose(y[kept].float(), torch.full_like(y[kept].float(), 1 / (1 - p)), rtol=1e-2)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient is the same mask and scale
+    for row in kept.reshape(-1, 4).float().mean(0):  # the four lanes of each 64-bit draw are alike
+        assert abs(row.item() - (1 - p)) < 0.01
+
+
+def test_cpu_dropout_is_seeded_odd_sized_and_off_in_eval():
+    x = torch.randn(7, 3, 5)
+    drop = Dropout(0.3)
+    torch.manual_seed(1)
+    first = drop(x)
+    torch.manual_seed(1)
+    assert torch.equal(first, drop(x))  # the run's seed decides the masks, so resume stays bitwise
+    assert not torch.equal(first, drop(x))
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert Dropout(0.3)(torch.empty(0, 4)).shape == (0, 4)
