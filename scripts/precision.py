@@ -2,13 +2,16 @@
 
     .venv/bin/python scripts/precision.py [--steps 10]
     .venv/bin/python scripts/precision.py --dropout   # the cost of dropout's mask, torch's and charrnn's
+    .venv/bin/python scripts/precision.py --adamw     # torch's default AdamW against the fused one charrnn uses
 
 Each row times full training steps (forward, loss, backward, AdamW) of an LSTM on random ids,
 fp32 then bf16 for each shape, and prints chars/s and the bf16 / fp32 ratio. On a CPU with AMX
 (Intel Sapphire Rapids or newer) oneDNN runs the fused LSTM's bf16 matmuls on the tile unit;
 elsewhere bf16 is emulated and slower, which is why train.precision = "auto" picks it only there.
 --dropout instead times each shape and precision without dropout, with torch's nn.Dropout before the head and with
-charrnn's (charrnn.model.Dropout, a cheaper mask on the CPU), at p = 0.1. Run it alone on the machine.
+charrnn's (charrnn.model.Dropout, a cheaper mask on the CPU), at p = 0.1. --adamw times each shape and precision
+with torch's default AdamW (a dozen passes over the weights) and with the fused kernel charrnn's runs use
+(charrnn.training.optim.adamw). Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from charrnn.config import ModelConfig
 from charrnn.devices import autocast, resolve_precision
 from charrnn.model import CharRNN, Dropout, cross_entropy
+from charrnn.training.optim import adamw
 
 # (layers, hidden, batch)
 SHAPES = [(1, 384, 16), (1, 512, 32), (1, 768, 32), (2, 512, 32), (1, 1024, 32), (2, 512, 64)]
@@ -28,11 +32,12 @@ SEQ_LEN, VOCAB = 100, 65
 
 
 def seconds_per_step(layers: int, hidden: int, batch: int, precision: str, steps: int,
-                     dropout: type[torch.nn.Dropout] = Dropout, p: float = 0.1) -> float:
+                     dropout: type[torch.nn.Dropout] = Dropout, p: float = 0.1, fused: bool = True) -> float:
     torch.manual_seed(0)
     model = CharRNN(VOCAB, ModelConfig(hidden_size=hidden, num_layers=layers, dropout=p))
     model.drop = dropout(p)  # torch's or charrnn's; between layers it is always the fused cell's own
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = adamw(model.parameters(), 1e-3, torch.device("cpu")) if fused else \
+        torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
     x, y = torch.randint(0, VOCAB, (2, batch, SEQ_LEN))
     cpu = torch.device("cpu")
 
@@ -56,9 +61,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per shape and precision")
     parser.add_argument("--dropout", action="store_true", help="time dropout's cost instead")
+    parser.add_argument("--adamw", action="store_true", help="time torch's default AdamW against the fused one")
     args = parser.parse_args()
     if args.dropout:
         return dropout_table(args.steps)
+    if args.adamw:
+        return adamw_table(args.steps)
     kernel = resolve_precision("auto", torch.device("cpu")) == "bf16"
     print(f"{torch.get_num_threads()} threads; a bf16 LSTM kernel: {'yes' if kernel else 'no'} (train.precision "
           "auto times both precisions for the run's own shape and keeps the faster)")
@@ -80,6 +88,17 @@ def dropout_table(steps: int) -> None:
                                   ((Dropout, 0.0), (torch.nn.Dropout, 0.1), (Dropout, 0.1)))
             print(f"| {layers} × {hidden} | {batch} × {SEQ_LEN} | {precision} | {none * 1e3:.1f} | "
                   f"{theirs * 1e3:.1f} | {ours * 1e3:.1f} | {theirs / ours:.2f} |")
+
+
+def adamw_table(steps: int) -> None:
+    """Seconds per step with torch's default AdamW and with the fused one, each shape in fp32 and bf16, in one run."""
+    print("| LSTM | batch × seq_len | precision | ms/step, default AdamW | fused AdamW | default / fused |\n"
+          "|---|---|---|---:|---:|---:|")
+    for layers, hidden, batch in [(1, 256, 32), *SHAPES]:
+        for precision in ("fp32", "bf16"):
+            default, fused = (seconds_per_step(layers, hidden, batch, precision, steps, fused=f) for f in (False, True))
+            print(f"| {layers} × {hidden} | {batch} × {SEQ_LEN} | {precision} | {default * 1e3:.1f} | "
+                  f"{fused * 1e3:.1f} | {default / fused:.2f} |")
 
 
 if __name__ == "__main__":

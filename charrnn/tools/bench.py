@@ -25,6 +25,7 @@ from charrnn.generation.sampling import generate
 from charrnn.model import CharRNN, training_bytes
 from charrnn.model import train_flops_per_char as model_flops_per_char
 from charrnn.training.loop import train
+from charrnn.training.optim import adamw
 from charrnn.training.throughput import sync
 from charrnn.vocab import Vocab
 
@@ -88,7 +89,7 @@ def raw_loop(shape: Shape, embed_dim: int, vocab_size: int, batch_size: int, seq
     lstm = nn.LSTM(embed_dim, shape.hidden_size, shape.num_layers).to(device)
     head = nn.Linear(shape.hidden_size, vocab_size).to(device)
     params = [*embed.parameters(), *lstm.parameters(), *head.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=1e-3, fused=device.type == "cuda")
+    optimizer = adamw(params, 1e-3, device)
     x = torch.randint(0, vocab_size, (seq_len, batch_size), device=device)  # (T, B)
     y = torch.randint(0, vocab_size, (seq_len, batch_size), device=device)
     hidden = None

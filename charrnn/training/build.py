@@ -20,7 +20,7 @@ from charrnn.errors import UserError
 from charrnn.model import CharRNN, training_bytes
 from charrnn.training import rundir
 from charrnn.training.distributed import World, restore_rng
-from charrnn.training.optim import make_optimizer
+from charrnn.training.optim import load_moments, make_optimizer
 from charrnn.training.precision import Choice, choose_precision
 from charrnn.training.resume import Resume
 from charrnn.training.state import RunState
@@ -137,7 +137,7 @@ def restore(resume: Resume, parts: Parts, corpus: Corpus, world: World, tc: Trai
         raise UserError(f"{run_dir} already stopped at step {state.step} by its {limit} limit; raise it to "
                         f"continue, e.g. --max-steps {tc.max_steps * 2}")
     parts.model.load_state_dict(saved.model)
-    parts.optimizer.load_state_dict(saved.optimizer)
+    load_moments(parts.optimizer, saved.optimizer)
     parts.scaler.load_state_dict(saved.scaler)
     if len(state.rng) == world.size:
         restore_rng(state.rng[world.rank], world)
