@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
 from charrnn import checkpoint
@@ -28,7 +26,7 @@ from charrnn.evaluation.baselines import Baselines
 from charrnn.evaluation.corpus import CorpusCopies
 from charrnn.evaluation.static import evaluate, split_baselines
 from charrnn.generation.sampling import sample_text
-from charrnn.model import Hidden, bpc
+from charrnn.model import bpc
 from charrnn.training import rundir
 from charrnn.training.advice import advice
 from charrnn.training.build import Parts, agreed_run_id, build, check_memory, report_corpus, restore, skip_dir
@@ -38,6 +36,7 @@ from charrnn.training.metrics import MetricsLogger, NullLogger
 from charrnn.training.plan import plan_in
 from charrnn.training.resume import Resume
 from charrnn.training.rule import used_symbols
+from charrnn.training.session import Session
 from charrnn.training.state import RunState
 from charrnn.training.step import diverged, train_scalars, train_step
 from charrnn.training.stopping import INTERRUPTS, Stopped, StopSignals, expected_steps, stop_check, stop_reason
@@ -109,44 +108,6 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
         teardown(world)
 
 
-class _Clock:
-    """Seconds spent inside `running()`: training time, without evaluating, sampling or saving."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.seconds += time.monotonic() - start
-
-
-@dataclass
-class _Session:
-    """What the loop keeps between steps of this session, beside the run's own position (RunState)."""
-
-    state: RunState
-    hidden: Hidden  # this process's streams' carried state
-    first_step: int  # where this session started: before it moves, there is nothing new to log or save
-    wall_start: float  # time.monotonic() at which the run's elapsed time would have been 0
-    clock: _Clock = field(default_factory=_Clock)
-    pending: list[tuple[Tensor, Tensor]] = field(default_factory=list)  # (loss, grad norm) since the last log
-    logged_at: float = 0.0  # clock.seconds at the last log
-    eval_seconds: float = 0.0  # the last evaluation's length: the budget keeps that much for the final one
-    stop: str | None = None  # why the run stops, once it is decided
-
-    @property
-    def moved(self) -> bool:
-        return self.state.step > self.first_step
-
-    def every(self, n: int) -> bool:
-        """Whether this step is one of every `n` (never at the session's first, nor when `n` is 0)."""
-        return self.moved and n > 0 and self.state.step % n == 0
-
-
 class _Loop:
     """One session of a run, from its start or resume to its stop, and the phases it runs once in a while."""
 
@@ -162,7 +123,7 @@ class _Loop:
         global_batch = parts.train.batch_size * world.size
         hidden = (tuple(t[:, world.rows(global_batch)].to(world.device) for t in state.hidden) if state.hidden
                   else parts.model.init_hidden(parts.train.batch_size, world.device))
-        s = _Session(state, hidden, state.step, time.monotonic() - state.elapsed)
+        s = Session(state, hidden, state.step, time.monotonic() - state.elapsed)
         self.logger = MetricsLogger(self.run_dir, state.step if resumed else None, warn=self.echo) \
             if world.is_main else NullLogger()
         self.bar = tqdm(total=expected_steps(tc, state, self.epoch_windows, None), initial=state.step, unit="step",
@@ -200,7 +161,7 @@ class _Loop:
             self.logger.close()
         return replace(self._result(s), baselines=baselines)
 
-    def _baselines(self, s: _Session) -> Baselines | None:
+    def _baselines(self, s: Session) -> Baselines | None:
         """At the end (main process, after a final evaluation): the baselines, logged beside the model's figure."""
         if not (self.world.is_main and self.tc.baselines and s.stop not in INTERRUPTS and s.state.val_loss is not None):
             return None
@@ -209,7 +170,7 @@ class _Loop:
         self.logger.log(s.state.step, {"baselines/model": bpc(s.state.val_loss), **named}, jsonl=False)
         return found
 
-    def _step(self, s: _Session) -> None:
+    def _step(self, s: Session) -> None:
         """One training step, then the data position moves on (a new epoch starts every stream afresh)."""
         with s.clock.running():
             loss, norm, s.hidden = train_step(self.parts, self.tc, s.state, s.hidden, self.world)
@@ -221,7 +182,7 @@ class _Loop:
             s.state.epoch, s.state.window = s.state.epoch + 1, 0
             s.hidden = self.parts.model.init_hidden(self.parts.train.batch_size, self.world.device)
 
-    def _log_train(self, s: _Session) -> dict[str, float]:
+    def _log_train(self, s: Session) -> dict[str, float]:
         """The train scalars since the last log; the progress bar's total is re-estimated from the speed so far."""
         record = train_scalars(s.pending, s.clock.seconds - s.logged_at, self.parts, self.tc, s.state, self.world,
                                self.run_dir)
@@ -229,7 +190,7 @@ class _Loop:
         self.bar.total = expected_steps(self.tc, s.state, self.epoch_windows, self.bar.format_dict["rate"])
         return record
 
-    def _evaluate(self, s: _Session, record: dict[str, float]) -> bool:
+    def _evaluate(self, s: Session, record: dict[str, float]) -> bool:
         """Validate (always in fp32: sample and eval run the fp32 weights so too); whether it is the best yet."""
         tick = time.monotonic()
         try:
@@ -247,7 +208,7 @@ class _Loop:
         record.update({"val/loss": val_loss, "val/bpc": bpc(val_loss)})
         return improved
 
-    def _sample(self, s: _Session) -> None:
+    def _sample(self, s: Session) -> None:
         try:
             text = sample_text(self.parts.model, self.parts.vocab, "", self.tc.sample_length, SAMPLE_TEMPERATURE,
                                self.tc.seed + s.state.step, check=self.signals.check)
@@ -258,7 +219,7 @@ class _Loop:
                                        "samples/copied_windows": copy.copied_windows}, jsonl=False)
         self.logger.text(s.state.step, "samples", f"{text}\n\n({copy.describe()})")
 
-    def _save(self, s: _Session, *, best: bool, periodic: bool) -> None:
+    def _save(self, s: Session, *, best: bool, periodic: bool) -> None:
         """Write last.pt (and best.pt, step-N.pt); collective, so every process calls it."""
         parts, world = self.parts, self.world
         if not all(bool(p.isfinite().all()) for p in parts.model.parameters()):
@@ -279,7 +240,7 @@ class _Loop:
                 checkpoint.save_periodic(self.run_dir, s.state.step, write, self.tc.keep_last)
         world.barrier()  # no process may exit (and have torchrun stop the others) while the main one writes
 
-    def _result(self, s: _Session) -> TrainResult:
+    def _result(self, s: Session) -> TrainResult:
         interrupted = s.stop in INTERRUPTS
         if interrupted:
             self.echo(f"{s.stop}: saved step {s.state.step} to "
