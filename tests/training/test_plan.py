@@ -21,7 +21,7 @@ from charrnn.training.advice import advice
 from charrnn.training.loop import train
 from charrnn.training.plan import PLANNED, free_keys, given_keys, plan_run
 from charrnn.training.resume import run_config
-from charrnn.training.rule import dropout_for, predicted_loss, used_symbols
+from charrnn.training.rule import dropout_for, lr_for, predicted_loss, used_symbols
 from tests.training.test_loop import interrupt_after, weights
 
 CPU = torch.device("cpu")
@@ -98,6 +98,13 @@ def test_the_plan_predicts_from_its_rule_and_says_why(measured):
     assert lines[2].startswith(f"plan: why: of 15 candidates the rule predicts {p.finalists[0].loss:.3f} nats")
     assert all(f"{e.shape} {e.loss:.3f} at" in lines[2] for e in p.finalists[1:])  # all on the whole budget
     assert {c[0] for c in measured.calls} <= {"fp32", "bf16"} and len(measured.calls) >= 2
+
+
+def test_the_learning_rate_follows_width_depth_and_batch_within_its_bounds():
+    assert lr_for(1, 512, 32) == 8e-3  # one layer: above the preset's 6e-3, by paired runs (docs/results.md)
+    assert lr_for(2, 512, 32) == 4e-3  # deeper: the 10-minute preset's
+    assert lr_for(1, 1024, 32) == 4e-3 and lr_for(2, 1024, 128) == 4e-3  # inversely with width, by sqrt(batch)
+    assert lr_for(1, 64, 32) == 1e-2 and lr_for(2, 2048, 1) == 5e-4  # within [5e-4, 1e-2]
 
 
 @pytest.mark.parametrize("bf16_speedup, expected", [(1.5, "bf16"), (1.02, "fp32"), (0.5, "fp32")])
