@@ -64,9 +64,9 @@ def main() -> None:
     parser.add_argument("--adamw", action="store_true", help="time torch's default AdamW against the fused one")
     args = parser.parse_args()
     if args.dropout:
-        return dropout_table(args.steps)
+        return arms_table(args.steps, *DROPOUT, SHAPES)
     if args.adamw:
-        return adamw_table(args.steps)
+        return arms_table(args.steps, *ADAMW, [(1, 256, 32), *SHAPES])
     kernel = resolve_precision("auto", torch.device("cpu")) == "bf16"
     print(f"{torch.get_num_threads()} threads; a bf16 LSTM kernel: {'yes' if kernel else 'no'} (train.precision "
           "auto times both precisions for the run's own shape and keeps the faster)")
@@ -78,27 +78,22 @@ def main() -> None:
               f"{fp32 / bf16:.2f} |")
 
 
-def dropout_table(steps: int) -> None:
-    """Seconds per step with no dropout, torch's and charrnn's, each shape in fp32 and bf16, in one run."""
-    print("| LSTM | batch × seq_len | precision | ms/step, no dropout | torch's dropout 0.1 | charrnn's | "
-          "torch's / charrnn's |\n|---|---|---|---:|---:|---:|---:|")
-    for layers, hidden, batch in SHAPES:
-        for precision in ("fp32", "bf16"):
-            none, theirs, ours = (seconds_per_step(layers, hidden, batch, precision, steps, kind, p) for kind, p in
-                                  ((Dropout, 0.0), (torch.nn.Dropout, 0.1), (Dropout, 0.1)))
-            print(f"| {layers} × {hidden} | {batch} × {SEQ_LEN} | {precision} | {none * 1e3:.1f} | "
-                  f"{theirs * 1e3:.1f} | {ours * 1e3:.1f} | {theirs / ours:.2f} |")
+# Each comparison: its columns, and the seconds_per_step arguments of each arm; the last column is the ratio of
+# the last two arms (the one charrnn replaced over the one it uses).
+DROPOUT = (["no dropout", "torch's dropout 0.1", "charrnn's", "torch's / charrnn's"],
+           [{"dropout": Dropout, "p": 0.0}, {"dropout": torch.nn.Dropout}, {"dropout": Dropout}])
+ADAMW = (["default AdamW", "fused AdamW", "default / fused"], [{"fused": False}, {"fused": True}])
 
 
-def adamw_table(steps: int) -> None:
-    """Seconds per step with torch's default AdamW and with the fused one, each shape in fp32 and bf16, in one run."""
-    print("| LSTM | batch × seq_len | precision | ms/step, default AdamW | fused AdamW | default / fused |\n"
-          "|---|---|---|---:|---:|---:|")
-    for layers, hidden, batch in [(1, 256, 32), *SHAPES]:
+def arms_table(steps: int, columns: list[str], arms: list[dict], shapes: list[tuple[int, int, int]]) -> None:
+    """ms per step of each arm, each shape in fp32 and bf16, in one run."""
+    print(f"| LSTM | batch × seq_len | precision | ms/step, {' | '.join(columns)} |\n"
+          f"|---|---|---|{'---:|' * len(columns)}")
+    for layers, hidden, batch in shapes:
         for precision in ("fp32", "bf16"):
-            default, fused = (seconds_per_step(layers, hidden, batch, precision, steps, fused=f) for f in (False, True))
-            print(f"| {layers} × {hidden} | {batch} × {SEQ_LEN} | {precision} | {default * 1e3:.1f} | "
-                  f"{fused * 1e3:.1f} | {default / fused:.2f} |")
+            ms = [seconds_per_step(layers, hidden, batch, precision, steps, **arm) * 1e3 for arm in arms]
+            print(f"| {layers} × {hidden} | {batch} × {SEQ_LEN} | {precision} | "
+                  f"{' | '.join(f'{m:.1f}' for m in ms)} | {ms[-2] / ms[-1]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ def adamw(params: Iterable[Any], lr: float, device: torch.device) -> torch.optim
     """AdamW with its fused kernel wherever this torch has one for the device, else the default.
 
     On a CPU the fused kernel (torch 2.4 and later) is one pass over the weights where the default makes a dozen:
-    3.7 ms against 0.5 ms for a 1 x 512 LSTM's 1.2 M parameters, a twentieth of its training step (docs/results.md).
+    3.7 ms against 0.5 ms for a 1 x 512 LSTM's 1.2 M parameters, timed alone; a whole training step gains
+    1.00-1.04x (docs/results.md).
     """
     params = list(params)
     try:
