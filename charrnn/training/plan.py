@@ -192,7 +192,7 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
               "model.embed_dim": chosen.model.embed_dim, "train.batch_size": chosen.batch_size,
               "train.seq_len": chosen.seq_len, "model.dropout": dropout_for(best.epochs, best.capacity / train_chars),
-              "train.lr": lr_for(chosen.model.num_layers, chosen.model.hidden_size, chosen.batch_size),
+              "train.lr": lr_for(chosen.model.num_layers, chosen.model.hidden_size, chosen.batch_size, chosen.seq_len),
               "train.weight_decay": WEIGHT_DECAY, "train.warmup_steps": WARMUP, "train.min_lr_ratio": 0.0,
               "train.precision": chosen.precision, "train.max_steps": max(STEP_CAP, 2 * chosen.steps)}
     planned = cfg.with_overrides((), {k: v for k, v in values.items() if k in free})

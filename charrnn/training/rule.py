@@ -18,7 +18,7 @@ import numpy as np
 
 ALPHA, BETA, A, B, R_STAR = 1.4, 0.65, 7.081e6, 5996.0, 3.0  # the fit in docs/results.md, over 44 runs
 COVERAGE = 0.999  # the rule counts the embedding and head rows of the symbols that make up this share of the text
-BATCH = 32  # the presets' batch, which the learning rates below were tuned at
+CHARS_PER_STEP = 32 * 100  # the presets' batch x seq_len, which the learning rates below were tuned at
 
 
 def predicted_loss(params: int, chars_seen: float, train_chars: int) -> float:
@@ -43,8 +43,9 @@ def dropout_for(epochs: float, params_per_char: float) -> float:
     return 0.0 if risk < 2 else 0.1 if risk < 20 else 0.2 if risk < 100 else 0.3
 
 
-def lr_for(num_layers: int, hidden_size: int, batch_size: int) -> float:
+def lr_for(num_layers: int, hidden_size: int, batch_size: int, seq_len: int) -> float:
     """8e-3 for 1 x 512 (above the preset's 6e-3: docs/results.md) and 4e-3 deeper, as the presets' sweeps found,
-    inversely with width as Adam wants, and by sqrt(batch)."""
-    lr = (8e-3 if num_layers == 1 else 4e-3) * 512 / hidden_size * math.sqrt(batch_size / BATCH)
+    inversely with width as Adam wants, and by the square root of the characters per step."""
+    chars = batch_size * seq_len
+    lr = (8e-3 if num_layers == 1 else 4e-3) * 512 / hidden_size * math.sqrt(chars / CHARS_PER_STEP)
     return float(f"{min(max(lr, 5e-4), 1e-2):.2g}")

@@ -100,11 +100,12 @@ def test_the_plan_predicts_from_its_rule_and_says_why(measured):
     assert {c[0] for c in measured.calls} <= {"fp32", "bf16"} and len(measured.calls) >= 2
 
 
-def test_the_learning_rate_follows_width_depth_and_batch_within_its_bounds():
-    assert lr_for(1, 512, 32) == 8e-3  # one layer: above the preset's 6e-3, by paired runs (docs/results.md)
-    assert lr_for(2, 512, 32) == 4e-3  # deeper: the 10-minute preset's
-    assert lr_for(1, 1024, 32) == 4e-3 and lr_for(2, 1024, 128) == 4e-3  # inversely with width, by sqrt(batch)
-    assert lr_for(1, 64, 32) == 1e-2 and lr_for(2, 2048, 1) == 5e-4  # within [5e-4, 1e-2]
+def test_the_learning_rate_follows_width_depth_and_characters_per_step_within_its_bounds():
+    assert lr_for(1, 512, 32, 100) == 8e-3  # one layer: above the preset's 6e-3, by paired runs (docs/results.md)
+    assert lr_for(1, 512, 64, 50) == 8e-3  # the same characters a step in more streams: the same lr
+    assert lr_for(2, 512, 32, 100) == 4e-3  # deeper: the 10-minute preset's
+    assert lr_for(1, 1024, 32, 100) == 4e-3 and lr_for(2, 1024, 128, 100) == 4e-3  # inversely with width, by sqrt
+    assert lr_for(1, 64, 32, 100) == 1e-2 and lr_for(2, 2048, 1, 100) == 5e-4  # within [5e-4, 1e-2]
 
 
 @pytest.mark.parametrize("bf16_speedup, expected", [(1.5, "bf16"), (1.02, "fp32"), (0.5, "fp32")])
