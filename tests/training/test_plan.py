@@ -90,7 +90,9 @@ def test_the_plan_predicts_from_its_rule_and_says_why(measured):
     assert p.chosen.steps < p.finalists[0].steps  # the chosen one is told what the planning's seconds left it
     assert p.chosen.loss == pytest.approx(predicted_loss(p.chosen.params, p.chosen.steps * 3200, 1_000_000))
     assert p.config.model.dropout == dropout_for(p.finalists[0].epochs, p.chosen.params / 1_000_000)
-    assert [dropout_for(e, 1.0) for e in (0.5, 5, 50, 500)] == [0.0, 0.1, 0.2, 0.3]
+    assert [dropout_for(e, 1.0) for e in (0.5, 2.2, 5, 8.7, 42, 500)] == [0.0, 0.0, 0.05, 0.1, 0.2, 0.3]
+    risks = np.geomspace(0.1, 1e4, 200)
+    assert np.all(np.diff([dropout_for(r, 1.0) for r in risks]) >= 0)  # never less for a greater risk
     assert dropout_for(4.0, 0.25) == 0.0  # many epochs of a corpus far larger than the model: nothing to memorize
     lines = p.lines()
     assert lines[0].startswith(f"plan: {p.config.model.num_layers} x {p.config.model.hidden_size} LSTM")
