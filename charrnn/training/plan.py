@@ -61,7 +61,7 @@ class Plan:
     budget: float
     seconds: float  # spent planning, counted in the budget
     kept: tuple[str, ...]  # planned keys the config set, which the plan kept
-    precision_why: str = ""  # how the precision was chosen, where it was
+    why: str = ""  # how the precision and the window were chosen, where they were
     symbols: tuple[int, int] = (0, 0)  # (symbols in use, vocabulary size)
     passed_over: Estimate | None = None  # a deeper model the rule ranked first, left out for its few steps
 
@@ -81,7 +81,7 @@ class Plan:
                  f"{c.epochs:.2g} epochs, in {self.budget:g} s of which planning took {self.seconds:.1f} s",
                  f"plan: why: of {self.considered} candidates the rule predicts {self.finalists[0].loss:.3f} nats/char "
                  f"above the corpus's floor for {c.shape}" + (f", against {others}" if others else "")
-                 + f"; dropout {m.dropout:g} for {c.epochs:.2g} epochs" + self.precision_why]
+                 + f"; dropout {m.dropout:g} for {c.epochs:.2g} epochs" + self.why]
         if 2 * self.symbols[0] <= self.symbols[1]:  # worth saying when most of the vocabulary is rare
             lines.append(f"plan: the rule counts {c.capacity:,} of the parameters: the embedding and head rows of the "
                          f"{self.symbols[0]:,} symbols that make up {COVERAGE:.1%} of the training text, of "
@@ -185,10 +185,10 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     timed = {e.model: speed.time(e, measure=share.afford(speed.trial_cost(e))) for e in usable[:FINALISTS]}
     finalists = _early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget)
                                      for e in usable[:FINALISTS]), key=lambda e: e.loss), "model.num_layers" in fixed)
-    best = finalists[0]
     passed_over = next((e for e in fits if e.model.num_layers > 1 and e.steps < DEEP_MIN_STEPS
-                        and e.loss < best.loss and "model.num_layers" not in fixed), None)
-    chosen = speed.again(best, timed.get(best.model), train_chars, budget - share.elapsed())  # the seconds left
+                        and e.loss < finalists[0].loss and "model.num_layers" not in fixed), None)
+    best, window_why = speed.halve_window(finalists[0], train_chars, budget)
+    chosen = speed.again(best, None, train_chars, budget - share.elapsed())  # at its timing, in the seconds left
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
               "model.embed_dim": chosen.model.embed_dim, "train.batch_size": chosen.batch_size,
               "train.seq_len": chosen.seq_len, "model.dropout": dropout_for(best.epochs, best.capacity / train_chars),
@@ -197,7 +197,8 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
               "train.precision": chosen.precision, "train.max_steps": max(STEP_CAP, 2 * chosen.steps)}
     planned = cfg.with_overrides((), {k: v for k, v in values.items() if k in free})
     return Plan(planned, chosen, tuple(finalists), len(estimates), train_chars, budget, share.elapsed(),
-                tuple(k for k in PLANNED if k not in free), speed.why(chosen) if "train.precision" in free else "",
+                tuple(k for k in PLANNED if k not in free),
+                (speed.why(chosen) if "train.precision" in free else "") + window_why,
                 (symbols, vocab_size), passed_over)
 
 

@@ -19,10 +19,7 @@ from charrnn.training.rule import predicted_loss
 from charrnn.training.throughput import cached_seconds, prepare, step_seconds, trial_seconds
 
 ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
-# The plan's batch x seq_len: the presets' 3,200 characters a step, in twice the streams of half the window. On
-# the AMX Xeon a step of 64 x 50 runs 1.12-1.15x as fast as one of 32 x 100 and 1 x 512 learnt more in 138 s,
-# 0.004-0.009 ahead on two seeds (docs/results.md).
-BATCH, SEQ_LEN = 64, 50
+BATCH, SEQ_LEN = 32, 100  # the presets' recipe, which the anchors are timed at and every candidate ranked in
 MAX_BATCH, EMBED_DIM = 512, 64  # the presets' embedding
 MAX_STEPS = 20_000  # a plan with more steps than this doubles its batch instead (GPUs, long budgets)
 LOOP_SHARE = 0.8  # the share of the timed trial's speed the real loop keeps (measured: docs/results.md)
@@ -169,6 +166,23 @@ class SpeedModel:
         """The seconds that timing `e` would take, by its estimate; nothing if it is cached."""
         return 0.0 if self._cached(e.precision, e.model, e.batch_size, e.seq_len) is not None else \
             trial_seconds(e.seconds_per_step)
+
+    def halve_window(self, e: Estimate, train_chars: int, seconds: float) -> tuple[Estimate, str]:
+        """`e` in twice the streams of half the window, the same characters a step, where a timing finds that at
+        least MARGIN faster (a small head's step is mostly the recurrence, which half the window runs in half the
+        sequential steps); else `e` itself. With what decided it, for the plan's why line."""
+        b, t, _ = fit_batch(train_chars, 2 * e.batch_size, e.seq_len // 2, "train", self.processes)
+        if {"train.batch_size", "train.seq_len"} & self.fixed.keys() or (b, t) != (2 * e.batch_size, e.seq_len // 2):
+            return e, ""
+        half = replace(e, batch_size=b, seq_len=t)
+        per_step = self.time(half, measure=self.share.afford(self.trial_cost(half)))
+        if per_step is None:
+            return e, f"; {e.batch_size} x {e.seq_len}: {b} x {t} untimed, which would cost more than planning may"
+        speedup = e.seconds_per_step / per_step
+        if speedup < MARGIN:
+            return e, f"; {e.batch_size} x {e.seq_len}: {b} x {t} ran at {speedup:.2f}x its speed"
+        return (self._estimate(e.model, b, t, e.precision, per_step, True, train_chars, seconds),
+                f"; {b} x {t}: {speedup:.2f}x the speed of {e.batch_size} x {e.seq_len}")
 
     def again(self, e: Estimate, timed: float | None, train_chars: int, seconds: float) -> Estimate:
         """The estimate for `seconds`, at its `timed` speed where it was timed."""

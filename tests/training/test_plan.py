@@ -110,6 +110,23 @@ def test_the_learning_rate_follows_width_depth_and_characters_per_step_within_it
     assert lr_for(1, 64, 32, 100) == 1e-2 and lr_for(2, 2048, 1, 100) == 5e-4  # within [5e-4, 1e-2]
 
 
+@pytest.mark.parametrize("speedup, window", [(1.2, (64, 50)), (1.02, (32, 100)), (0.8, (32, 100))])
+def test_the_window_is_halved_only_where_a_timing_finds_it_faster(monkeypatch, speedup, window):
+    speed = fake_speed()  # the same seconds for the same characters a step, whatever the window, unless sped up
+    monkeypatch.setattr(speed_mod, "step_seconds",
+                        lambda *args: (speed(*args)[0] / (speedup if args[4] == 50 else 1.0), False))
+    monkeypatch.setattr(speed_mod.Share, "before_timing", lambda self: None)
+    p = planned()
+    assert (p.config.train.batch_size, p.config.train.seq_len) == window and p.chosen.measured
+    assert f"; {window[0]} x {window[1]}: " in p.lines()[2]
+    assert p.config.train.lr == lr_for(p.config.model.num_layers, p.config.model.hidden_size, *window)
+    if window == (64, 50):  # the same characters a step, faster: more steps, and the rule's loss for them
+        slow = planned("train.seq_len=100")
+        assert slow.config.model == p.config.model and slow.config.train.batch_size == 32  # a set window is kept
+        assert p.chosen.steps == pytest.approx(speedup * slow.chosen.steps, rel=0.01)
+        assert p.chosen.loss < slow.chosen.loss
+
+
 @pytest.mark.parametrize("bf16_speedup, expected", [(1.5, "bf16"), (1.02, "fp32"), (0.5, "fp32")])
 def test_the_anchors_choose_the_precision_and_the_finalists_are_timed_in_it_alone(monkeypatch, bf16_speedup,
                                                                                  expected):
@@ -118,9 +135,10 @@ def test_the_anchors_choose_the_precision_and_the_finalists_are_timed_in_it_alon
     monkeypatch.setattr(speed_mod, "resolve_precision", lambda *args: "bf16")  # a CPU where 'auto' may pick bf16
     p = planned()
     assert p.config.train.precision == expected  # within MARGIN, fp32 (exact) wins
-    anchors, finalists = speed.calls[:4], speed.calls[4:]
+    anchors, finalists, window = speed.calls[:4], speed.calls[4:-1], speed.calls[-1]
     assert sorted(c[0] for c in anchors) == ["bf16", "bf16", "fp32", "fp32"]
     assert len(finalists) == plan_mod.FINALISTS and {c[0] for c in finalists} == {expected}
+    assert window[0] == expected and window[3] == 64  # the chosen one's halved window, in its precision too
     assert f"; {expected}: the anchors put bf16 at {bf16_speedup:.2f}x fp32's speed" in p.lines()[2]
 
 
