@@ -20,7 +20,7 @@ from charrnn.training.throughput import cached_seconds, prepare, step_seconds, t
 
 ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
 BATCH, SEQ_LEN = 32, 100  # the presets' recipe, which the anchors are timed at and every candidate ranked in
-MAX_BATCH, EMBED_DIM = 512, 64  # the presets' embedding
+MAX_BATCH, EMBED_DIM = 512, 64  # the largest batch a plan doubles to; the presets' embedding
 MAX_STEPS = 20_000  # a plan with more steps than this doubles its batch instead (GPUs, long budgets)
 LOOP_SHARE = 0.8  # the share of the timed trial's speed the real loop keeps (measured: docs/results.md)
 
@@ -172,7 +172,8 @@ class SpeedModel:
         least MARGIN faster (a small head's step is mostly the recurrence, which half the window runs in half the
         sequential steps); else `e` itself. With what decided it, for the plan's why line."""
         b, t, _ = fit_batch(train_chars, 2 * e.batch_size, e.seq_len // 2, "train", self.processes)
-        if {"train.batch_size", "train.seq_len"} & self.fixed.keys() or (b, t) != (2 * e.batch_size, e.seq_len // 2):
+        if {"train.batch_size", "train.seq_len"} & self.fixed.keys() or (b, t) != (2 * e.batch_size, e.seq_len // 2) \
+                or b > MAX_BATCH:
             return e, ""
         half = replace(e, batch_size=b, seq_len=t)
         per_step = self.time(half, measure=self.share.afford(self.trial_cost(half)))

@@ -125,6 +125,8 @@ def test_the_window_is_halved_only_where_a_timing_finds_it_faster(monkeypatch, s
         assert slow.config.model == p.config.model and slow.config.train.batch_size == 32  # a set window is kept
         assert p.chosen.steps == pytest.approx(speedup * slow.chosen.steps, rel=0.01)
         assert p.chosen.loss < slow.chosen.loss
+        monkeypatch.setattr(speed_mod, "MAX_BATCH", 32)
+        assert planned().config.train.batch_size == 32  # never past the largest batch a plan may take
 
 
 @pytest.mark.parametrize("bf16_speedup, expected", [(1.5, "bf16"), (1.02, "fp32"), (0.5, "fp32")])
