@@ -171,10 +171,11 @@ class SpeedModel:
         """`e` in twice the streams of half the window, the same characters a step, where a timing finds that at
         least MARGIN faster (a small head's step is mostly the recurrence, which half the window runs in half the
         sequential steps); else `e` itself. With what decided it, for the plan's why line."""
+        if {"train.batch_size", "train.seq_len"} & self.fixed.keys() or 2 * e.batch_size > MAX_BATCH:
+            return e, ""  # a window the config set, or a batch already as large as a plan takes
         b, t, _ = fit_batch(train_chars, 2 * e.batch_size, e.seq_len // 2, "train", self.processes)
-        if {"train.batch_size", "train.seq_len"} & self.fixed.keys() or (b, t) != (2 * e.batch_size, e.seq_len // 2) \
-                or b > MAX_BATCH:
-            return e, ""
+        if (b, t) != (2 * e.batch_size, e.seq_len // 2):
+            return e, ""  # the corpus is too short for twice the streams
         half = replace(e, batch_size=b, seq_len=t)
         per_step = self.time(half, measure=self.share.afford(self.trial_cost(half)))
         if per_step is None:
