@@ -47,6 +47,8 @@ class ModelConfig:
     dropout: float = _opt(0.0, "dropout between recurrent layers and before the head",
                           lambda x: 0 <= x < 1, "in [0, 1)")
     embed_dropout: float = _opt(0.0, "dropout on the character embeddings", lambda x: 0 <= x < 1, "in [0, 1)")
+    weight_dropout: float = _opt(0.0, "DropConnect on the recurrent weights (weight_hh): one mask a step, shared "
+                                 "by every stream and time step", lambda x: 0 <= x < 1, "in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ The cell is PyTorch's fused `nn.LSTM`, `nn.GRU` or `nn.RNN` (tanh): oneDNN on CP
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +55,7 @@ class CharRNN(nn.Module):
         self.rnn = CELLS[cfg.cell](cfg.embed_dim, cfg.hidden_size, cfg.num_layers,
                                    dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         self.drop = Dropout(cfg.dropout)
+        self.weight_drop = Dropout(cfg.weight_dropout)
         self.head = nn.Linear(cfg.hidden_size, vocab_size)
         self._init_recurrent()
 
@@ -89,9 +92,21 @@ class CharRNN(nn.Module):
     def forward(self, ids: Tensor, hidden: Hidden | None = None) -> tuple[Tensor, Hidden]:
         """(B, T) ids -> (B, T, V) logits and the hidden state after the last step."""
         x = self.embed_drop(self.embed(ids.t()))  # (T, B, E)
-        out, hidden = self.rnn(x, _unpack(hidden))  # (T, B, H)
+        out, hidden = self._recurrent(x, _unpack(hidden))  # (T, B, H)
         logits = self.head(self.drop(out))  # (T, B, V)
         return logits.transpose(0, 1), _pack(hidden)  # (B, T, V), a view: no copy
+
+    def _recurrent(self, x: Tensor, hidden: Tensor | tuple[Tensor, Tensor] | None) -> tuple[Tensor, Any]:
+        """The fused cell over (T, B, E) inputs; in training with weight_dropout, on recurrent weights with some
+        entries dropped (AWD-LSTM's weight drop: it regularizes the recurrence, which dropout between layers never
+        touches, and keeps the fused kernel, which a per-step mask would not)."""
+        if not (self.training and self.cfg.weight_dropout):
+            return self.rnn(x, hidden)
+        weights = {name: self.weight_drop(w) if name.startswith("weight_hh") else w
+                   for name, w in self.rnn.named_parameters()}
+        with warnings.catch_warnings():  # cuDNN packs the dropped weights afresh each step, as it must
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+            return torch.func.functional_call(self.rnn, weights, (x, hidden))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -54,6 +54,8 @@ def test_config_is_frozen():
     ("model.num_layers=0", "model.num_layers must be >= 1"),
     ("model.num_layers=1.5", "model.num_layers must be an integer"),
     ("model.dropout=1.0", "model.dropout must be in [0, 1)"),
+    ("model.weight_dropout=-0.1", "model.weight_dropout must be in [0, 1)"),
+    ("model.weight_dropout=nan", "model.weight_dropout must be"),
     ("train.seq_len=0", "train.seq_len must be >= 1"),
     ("train.batch_size=true", "train.batch_size must be an integer"),
     ("data.val_fraction=1", "data.val_fraction must be in (0, 1)"),

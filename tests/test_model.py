@@ -83,6 +83,22 @@ def test_embedding_dropout_only_in_training():
     assert not torch.equal(model(ids)[0], model(ids)[0])
 
 
+def test_weight_dropout_drops_recurrent_weights_in_training_only():
+    model = random_model(20, hidden_size=16, weight_dropout=0.5, training=True)
+    ids = torch.randint(0, 20, (4, 30))
+    plain = random_model(20, hidden_size=16)  # the same weights (the same seed), no weight dropout
+    model.eval()
+    torch.testing.assert_close(model(ids)[0], plain(ids)[0])  # eval mode: the full weights
+    model.train()
+    assert not torch.equal(model(ids)[0], model(ids)[0])  # a fresh mask each call
+    model(ids)[0].sum().backward()
+    # One mask a step, shared by every stream and time step: a dropped weight gets no gradient at all.
+    for layer in range(2):
+        w_ih, w_hh, _, _ = model.layer_weights(layer)
+        assert 0.4 < (w_hh.grad == 0).float().mean() < 0.6
+        assert (w_ih.grad == 0).float().mean() < 0.05  # the input weights are left alone
+
+
 def test_bpc_is_nats_over_ln_2():
     assert bpc(math.log(2)) == pytest.approx(1.0)
     assert bpc(0.0) == 0.0

@@ -96,7 +96,7 @@ def check_dynamic_options(segment_len: int, lr: float, decay: float) -> None:
 
 def _learner(model: CharRNN) -> CharRNN:
     """A trainable copy of the model without dropout: train mode, because cuDNN's RNN backward needs it."""
-    copy = CharRNN(model.vocab_size, replace(model.cfg, dropout=0.0, embed_dropout=0.0))
+    copy = CharRNN(model.vocab_size, replace(model.cfg, dropout=0.0, embed_dropout=0.0, weight_dropout=0.0))
     copy.load_state_dict(model.state_dict())
     copy = copy.to(next(model.parameters()).device).train()
     copy.rnn.flatten_parameters()

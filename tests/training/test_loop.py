@@ -330,6 +330,12 @@ def test_every_cell_trains_and_resumes_bitwise(tmp_path, corpus_file, monkeypatc
     assert len(last(tmp_path / "full").run.hidden) == 1  # h only: no cell state
 
 
+def test_weight_dropout_trains_and_resumes_bitwise(tmp_path, corpus_file, monkeypatch):
+    full = assert_resumes_bitwise(fast_config(corpus_file, "model.weight_dropout=0.3"), tmp_path, monkeypatch)
+    plain = train(fast_config(corpus_file), tmp_path / "plain")
+    assert full.best_val_loss != plain.best_val_loss  # the masks changed the run
+
+
 def test_bf16_on_cpu_tracks_fp32_carries_fp32_state_and_resumes_bitwise(tmp_path, corpus_file, monkeypatch):
     if not _cpu_runs_bf16("lstm"):
         pytest.skip("this CPU's oneDNN has no bf16 LSTM kernel (test_bf16_without_a_cpu_kernel_is_one_line covers it)")
