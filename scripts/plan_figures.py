@@ -57,6 +57,9 @@ ARMS = [
     ("python-lib 300 s", "python-lib", 300, "plan", [], [1337, 1338]),
     ("python-lib 300 s", "python-lib", 300, "default", ["--no-plan"], [1337, 1338]),
     ("python-lib 300 s", "python-lib", 300, "preset", ["--config", "shakespeare"], [1337, 1338]),
+    ("linux-core 300 s", "linux-core", 300, "plan", [], [1337, 1338]),
+    ("linux-core 300 s", "linux-core", 300, "default", ["--no-plan"], [1337, 1338]),
+    ("linux-core 300 s", "linux-core", 300, "preset", ["--config", "shakespeare"], [1337, 1338]),
     ("linux-core 3600 s", "linux-core", 3600, "plan", [], [1337]),
 ]
 RESULT = re.compile(r"stopped by (\S+) at step (\d+): val loss ([\d.]+).* best ([\d.]+)")

@@ -24,12 +24,12 @@ from charrnn.data.split import split_of
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
 from charrnn.training.distributed import World
-from charrnn.training.rule import COVERAGE, dropout_for, lr_for, used_symbols
+from charrnn.training.rule import COVERAGE, lr_for, regularization_for, used_symbols
 from charrnn.training.speed import Estimate, Share, SpeedModel, precisions
 
-PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "train.batch_size",
-           "train.seq_len", "train.lr", "train.weight_decay", "train.warmup_steps", "train.min_lr_ratio",
-           "train.precision", "train.max_steps")
+PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "model.weight_dropout",
+           "train.batch_size", "train.seq_len", "train.lr", "train.weight_decay", "train.warmup_steps",
+           "train.min_lr_ratio", "train.precision", "train.max_steps")
 WIDTHS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
 DEPTHS = (1, 2)  # the sweeps hold one run of 3 layers, which the rule overrated by 0.048: not offered until swept
 # Deeper models narrower than this learn far slower than the rule expects (docs/results.md): 2 x 256 scored 1.5584
@@ -75,13 +75,15 @@ class Plan:
         lines = [f"plan: {m.num_layers} x {m.hidden_size} {m.cell.upper()}, embedding {m.embed_dim}, {c.params:,} "
                  f"parameters for {self.train_chars:,} training characters ({c.params / self.train_chars:.2g} per "
                  f"character); batch {t.batch_size} x seq_len {t.seq_len}, lr {t.lr:.2g}, dropout {m.dropout:g}, "
-                 f"weight decay {t.weight_decay:g}",
+                 + (f"weight dropout {m.weight_dropout:g}, " if m.weight_dropout else "")
+                 + f"weight decay {t.weight_decay:g}",
                  f"plan: expects {c.steps:,} steps at {1 / c.seconds_per_step:.1f} steps/s ({c.precision}, "
                  f"{'timed' if c.measured else 'estimated'}), {c.steps * c.batch_size * c.seq_len:,} characters = "
                  f"{c.epochs:.2g} epochs, in {self.budget:g} s of which planning took {self.seconds:.1f} s",
                  f"plan: why: of {self.considered} candidates the rule predicts {self.finalists[0].loss:.3f} nats/char "
                  f"above the corpus's floor for {c.shape}" + (f", against {others}" if others else "")
-                 + f"; dropout {m.dropout:g} for {c.epochs:.2g} epochs" + self.why]
+                 + f"; dropout {m.dropout:g}" + (f", weight dropout {m.weight_dropout:g}" if m.weight_dropout else "")
+                 + f" for {c.epochs:.2g} epochs" + self.why]
         if 2 * self.symbols[0] <= self.symbols[1]:  # worth saying when most of the vocabulary is rare
             lines.append(f"plan: the rule counts {c.capacity:,} of the parameters: the embedding and head rows of the "
                          f"{self.symbols[0]:,} symbols that make up {COVERAGE:.1%} of the training text, of "
@@ -189,9 +191,11 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
                         and e.loss < finalists[0].loss and "model.num_layers" not in fixed), None)
     best, window_why = speed.halve_window(finalists[0], train_chars, budget)
     chosen = speed.again(best, None, train_chars, budget - share.elapsed())  # at its timing, in the seconds left
+    dropout, weight_dropout = regularization_for(best.epochs, best.capacity / train_chars)
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
               "model.embed_dim": chosen.model.embed_dim, "train.batch_size": chosen.batch_size,
-              "train.seq_len": chosen.seq_len, "model.dropout": dropout_for(best.epochs, best.capacity / train_chars),
+              "train.seq_len": chosen.seq_len, "model.dropout": dropout,
+              "model.weight_dropout": weight_dropout,
               "train.lr": lr_for(chosen.model.num_layers, chosen.model.hidden_size, chosen.batch_size, chosen.seq_len),
               "train.weight_decay": WEIGHT_DECAY, "train.warmup_steps": WARMUP, "train.min_lr_ratio": 0.0,
               "train.precision": chosen.precision, "train.max_steps": max(STEP_CAP, 2 * chosen.steps)}

@@ -20,6 +20,10 @@ ALPHA, BETA, A, B, R_STAR = 1.4, 0.65, 7.081e6, 5996.0, 3.0  # the fit in docs/r
 # Dropout's anchors: the presets' sweeps found 0.1 best at a risk of 8.7 (and 0.2 at 42, which the log puts at
 # 0.21); on War and Peace at a risk of 2.2, dropout 0 scored better than 0.1 at both lrs tried (docs/results.md).
 RISK_FREE, RISK_BEST = 2.0, (8.7, 0.1)
+# Weight drop (model.weight_dropout) pays only where one dropout no longer holds the model back: at a risk of 46
+# (2 x 512, 14 epochs of tinyshakespeare) 0.25 with dropout 0.1 beat dropout 0.2 alone; at 7.9 (1 x 384, 11 epochs)
+# 0.2 cost 0.008 on both seeds tried (docs/results.md). Above RISK_WEIGHT_DROP, between the two, it takes over.
+RISK_WEIGHT_DROP, WEIGHT_DROP = 20.0, 0.25
 COVERAGE = 0.999  # the rule counts the embedding and head rows of the symbols that make up this share of the text
 CHARS_PER_STEP = 32 * 100  # the presets' batch x seq_len, which the learning rates below were tuned at
 
@@ -48,6 +52,15 @@ def dropout_for(epochs: float, params_per_char: float) -> float:
         return 0.0
     dropout = RISK_BEST[1] * math.log(risk / RISK_FREE) / math.log(RISK_BEST[0] / RISK_FREE)
     return min(round(dropout * 20) / 20, 0.3)
+
+
+def regularization_for(epochs: float, params_per_char: float) -> tuple[float, float]:
+    """(dropout, weight_dropout) by the risk of overfitting: `dropout_for` alone up to RISK_WEIGHT_DROP; above it,
+    WEIGHT_DROP on the recurrent weights with dropout held at the presets' best, 0.1."""
+    dropout = dropout_for(epochs, params_per_char)
+    if epochs * params_per_char <= RISK_WEIGHT_DROP:
+        return dropout, 0.0
+    return min(dropout, RISK_BEST[1]), WEIGHT_DROP
 
 
 def lr_for(num_layers: int, hidden_size: int, batch_size: int, seq_len: int) -> float:

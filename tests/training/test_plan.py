@@ -16,12 +16,13 @@ from charrnn.errors import UserError
 from charrnn.model import parameter_count
 from charrnn.training import plan as plan_mod
 from charrnn.training import precision as precision_mod
+from charrnn.training import rule
 from charrnn.training import speed as speed_mod
 from charrnn.training.advice import advice
 from charrnn.training.loop import train
 from charrnn.training.plan import PLANNED, free_keys, given_keys, plan_run
 from charrnn.training.resume import run_config
-from charrnn.training.rule import dropout_for, lr_for, predicted_loss, used_symbols
+from charrnn.training.rule import dropout_for, lr_for, predicted_loss, regularization_for, used_symbols
 from tests.training.test_loop import interrupt_after, weights
 
 CPU = torch.device("cpu")
@@ -89,7 +90,8 @@ def test_the_plan_predicts_from_its_rule_and_says_why(measured):
     assert p.finalists[0].loss == min(e.loss for e in p.finalists) and p.chosen.model == p.finalists[0].model
     assert p.chosen.steps < p.finalists[0].steps  # the chosen one is told what the planning's seconds left it
     assert p.chosen.loss == pytest.approx(predicted_loss(p.chosen.params, p.chosen.steps * 3200, 1_000_000))
-    assert p.config.model.dropout == dropout_for(p.finalists[0].epochs, p.chosen.params / 1_000_000)
+    assert (p.config.model.dropout, p.config.model.weight_dropout) == \
+        regularization_for(p.finalists[0].epochs, p.chosen.params / 1_000_000)
     assert [dropout_for(e, 1.0) for e in (0.5, 2.2, 5, 8.7, 42, 500)] == [0.0, 0.0, 0.05, 0.1, 0.2, 0.3]
     risks = np.geomspace(0.1, 1e4, 200)
     assert np.all(np.diff([dropout_for(r, 1.0) for r in risks]) >= 0)  # never less for a greater risk
@@ -218,6 +220,24 @@ def test_the_rule_counts_only_the_symbols_in_use(measured):
     assert not any("symbols that make up" in line for line in whole.lines())
 
 
+def test_weight_dropout_takes_over_only_where_the_risk_is_high():
+    # 1 x 384 for 11 epochs of tinyshakespeare (risk 7.9): dropout alone, as weight dropout cost it 0.008.
+    assert regularization_for(11, 0.72) == (dropout_for(11, 0.72), 0.0) == (0.1, 0.0)
+    # 2 x 512 for 14 epochs (risk 46): weight dropout, with dropout held at 0.1, beat dropout 0.2 alone.
+    assert dropout_for(14, 3.3) == 0.2 and regularization_for(14, 3.3) == (0.1, rule.WEIGHT_DROP)
+    risks = np.geomspace(0.1, 1e4, 200)
+    assert np.all(np.diff([regularization_for(r, 1.0)[1] for r in risks]) >= 0)  # never less for a greater risk
+    assert all(regularization_for(r, 1.0)[0] <= 0.15 for r in risks)  # weight dropout takes over, not on top
+
+
+def test_a_long_budget_on_a_small_corpus_plans_weight_dropout(monkeypatch):
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (0.01, False))  # many epochs of 100K characters
+    p = planned(train_chars=100_000)
+    risk = p.finalists[0].epochs * p.chosen.capacity / 100_000
+    assert risk > rule.RISK_WEIGHT_DROP and p.config.model.weight_dropout == rule.WEIGHT_DROP
+    assert f"weight dropout {rule.WEIGHT_DROP:g}" in p.lines()[0] and "weight dropout" in p.lines()[2]
+
+
 def test_more_steps_than_the_cap_buy_a_larger_batch(monkeypatch):
     monkeypatch.setattr(speed_mod, "step_seconds", lambda p, m, v, batch, *rest: (5e-5 * batch, False))  # a fast card
     p = planned(train_chars=100_000_000)
@@ -226,6 +246,7 @@ def test_more_steps_than_the_cap_buy_a_larger_batch(monkeypatch):
 
 @pytest.mark.parametrize("key, value", [
     ("model.embed_dim", 24), ("model.hidden_size", 200), ("model.num_layers", 3), ("model.dropout", 0.33),
+    ("model.weight_dropout", 0.4),
     ("train.batch_size", 12), ("train.seq_len", 50), ("train.lr", 1.234e-3), ("train.weight_decay", 0.07),
     ("train.warmup_steps", 7), ("train.min_lr_ratio", 0.25), ("train.precision", "'fp32'"),
     ("train.max_steps", 321)])
