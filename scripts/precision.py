@@ -4,6 +4,7 @@
     .venv/bin/python scripts/precision.py --dropout   # the cost of dropout's mask, torch's and charrnn's
     .venv/bin/python scripts/precision.py --adamw     # torch's default AdamW against the fused one charrnn uses
     .venv/bin/python scripts/precision.py --window    # 3,200 characters a step as 32 x 100 and as the plan's 64 x 50
+    .venv/bin/python scripts/precision.py --weight-dropout  # the cost of model.weight_dropout 0.25
 
 Each row times full training steps (forward, loss, backward, AdamW) of an LSTM on random ids,
 fp32 then bf16 for each shape, and prints chars/s and the bf16 / fp32 ratio. On a CPU with AMX
@@ -13,7 +14,8 @@ elsewhere bf16 is emulated and slower, which is why train.precision = "auto" pic
 charrnn's (charrnn.model.Dropout, a cheaper mask on the CPU), at p = 0.1. --adamw times each shape and precision
 with torch's default AdamW (a dozen passes over the weights) and with the fused kernel charrnn's runs use
 (charrnn.training.optim.adamw). --window times each shape's step of the same characters as the presets' batch x
-seq_len and as the planner's twice the streams of half the window. Run it alone on the machine.
+seq_len and as the planner's twice the streams of half the window. --weight-dropout times each shape's step
+without and with weight dropout 0.25 on the recurrent weights. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ SEQ_LEN, VOCAB = 100, 65
 
 def seconds_per_step(layers: int, hidden: int, batch: int, precision: str, steps: int,
                      dropout: type[torch.nn.Dropout] = Dropout, p: float = 0.1, fused: bool = True,
-                     seq_len: int = SEQ_LEN) -> float:
+                     seq_len: int = SEQ_LEN, weight_dropout: float = 0.0) -> float:
     torch.manual_seed(0)
-    model = CharRNN(VOCAB, ModelConfig(hidden_size=hidden, num_layers=layers, dropout=p))
+    model = CharRNN(VOCAB, ModelConfig(hidden_size=hidden, num_layers=layers, dropout=p,
+                                       weight_dropout=weight_dropout))
     model.drop = dropout(p)  # torch's or charrnn's; between layers it is always the fused cell's own
     optimizer = adamw(model.parameters(), 1e-3, torch.device("cpu")) if fused else \
         torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--dropout", action="store_true", help="time dropout's cost instead")
     parser.add_argument("--adamw", action="store_true", help="time torch's default AdamW against the fused one")
     parser.add_argument("--window", action="store_true", help="time a step as 32 x 100 and as 64 x 50")
+    parser.add_argument("--weight-dropout", action="store_true", help="time a step without and with weight dropout")
     args = parser.parse_args()
     if args.dropout:
         return arms_table(args.steps, *DROPOUT, SHAPES)
@@ -73,6 +77,8 @@ def main() -> None:
         return arms_table(args.steps, *ADAMW, [(1, 256, 32), *SHAPES])
     if args.window:
         return arms_table(args.steps, *WINDOW, [(1, 256, 32), (1, 384, 32), (1, 512, 32), (1, 768, 32), (2, 512, 32)])
+    if args.weight_dropout:
+        return arms_table(args.steps, *WEIGHT_DROP, [(1, 384, 32), (1, 512, 32), (1, 768, 32), (2, 512, 32)])
     kernel = resolve_precision("auto", torch.device("cpu")) == "bf16"
     print(f"{torch.get_num_threads()} threads; a bf16 LSTM kernel: {'yes' if kernel else 'no'} (train.precision "
           "auto times both precisions for the run's own shape and keeps the faster)")
@@ -91,6 +97,7 @@ DROPOUT = (["no dropout", "torch's dropout 0.1", "charrnn's", "torch's / charrnn
 ADAMW = (["default AdamW", "fused AdamW", "default / fused"], [{"fused": False}, {"fused": True}])
 WINDOW = ([f"seq_len {SEQ_LEN}", f"twice the streams at {SEQ_LEN // 2}", f"{SEQ_LEN} / {SEQ_LEN // 2}"],
           [{}, {"seq_len": SEQ_LEN // 2}])
+WEIGHT_DROP = (["no weight dropout", "weight dropout 0.25", "without / with"], [{}, {"weight_dropout": 0.25}])
 
 
 def arms_table(steps: int, columns: list[str], arms: list[dict], shapes: list[tuple[int, int, int]]) -> None:

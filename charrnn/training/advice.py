@@ -10,7 +10,7 @@ from charrnn.config import Config
 from charrnn.model import parameter_count
 from charrnn.training.metrics import read_metrics
 from charrnn.training.plan import WIDTHS
-from charrnn.training.rule import dropout_for, predicted_loss
+from charrnn.training.rule import RISK_WEIGHT_DROP, WEIGHT_DROP, dropout_for, predicted_loss
 
 OVERFIT_GAP = 0.1  # nats/char: the train loss ends this far below the best validation
 EARLY = 0.8  # and the best validation came before this share of the run's steps
@@ -32,11 +32,15 @@ def advice(run_dir: Path, cfg: Config, train_chars: int, symbols: int) -> list[s
     seen = last_step * t.batch_size * t.seq_len
     epochs = seen / train_chars
     if best_step <= EARLY * last_step and best - train > OVERFIT_GAP:
-        dropout = min(max(m.dropout + 0.1, dropout_for(epochs, parameter_count(symbols, m) / train_chars)), 0.5)
+        per_char = parameter_count(symbols, m) / train_chars
+        dropout = min(max(m.dropout + 0.1, dropout_for(epochs, per_char)), 0.5)
         smaller = max((w for w in WIDTHS if w < m.hidden_size), default=m.hidden_size)
+        # where the planner would hand the recurrence to weight dropout, that comes first
+        weight = f"--set model.weight_dropout={WEIGHT_DROP:g}, or " \
+            if epochs * per_char > RISK_WEIGHT_DROP and m.weight_dropout < WEIGHT_DROP else ""
         return [f"advice: overfitting: the best validation ({best:.4f}) came at step {best_step:,} of {last_step:,} "
                 f"and the train loss ends {best - train:.2f} below it, after {epochs:.2g} epochs; next time try "
-                f"--set model.dropout={dropout:g}, or --set model.hidden_size={smaller}, or a larger corpus"]
+                f"{weight}--set model.dropout={dropout:g}, or --set model.hidden_size={smaller}, or a larger corpus"]
     if abs(last - train) < CLOSE and before - last >= FALLING:
         head = (f"advice: underfitting: train ({train:.4f}) and validation ({last:.4f}) are close and validation "
                 f"still fell {before - last:.3f} at the last evaluation; ")

@@ -21,8 +21,9 @@ ALPHA, BETA, A, B, R_STAR = 1.4, 0.65, 7.081e6, 5996.0, 3.0  # the fit in docs/r
 # 0.21); on War and Peace at a risk of 2.2, dropout 0 scored better than 0.1 at both lrs tried (docs/results.md).
 RISK_FREE, RISK_BEST = 2.0, (8.7, 0.1)
 # Weight drop (model.weight_dropout) pays only where one dropout no longer holds the model back: at a risk of 46
-# (2 x 512, 14 epochs of tinyshakespeare) 0.25 with dropout 0.1 beat dropout 0.2 alone; at 7.9 (1 x 384, 11 epochs)
-# 0.2 cost 0.008 on both seeds tried (docs/results.md). Above RISK_WEIGHT_DROP, between the two, it takes over.
+# (2 x 512, 14 epochs of tinyshakespeare) 0.25 with dropout 0.1 beat dropout 0.2 alone; at 7.9 (1 x 384, 11
+# epochs) 0.2 cost 0.008 and 0.009 on the two seeds tried (docs/results.md). Above RISK_WEIGHT_DROP, between the
+# two, it takes over.
 RISK_WEIGHT_DROP, WEIGHT_DROP = 20.0, 0.25
 COVERAGE = 0.999  # the rule counts the embedding and head rows of the symbols that make up this share of the text
 CHARS_PER_STEP = 32 * 100  # the presets' batch x seq_len, which the learning rates below were tuned at

@@ -363,6 +363,10 @@ def test_advice_names_overfitting_and_underfitting_and_is_quiet_otherwise(tmp_pa
     (line,) = advice(tmp_path / "over", cfg, 100_000, VOCAB)
     assert line.startswith("advice: overfitting: the best validation (1.5500) came at step 1,000 of 2,000")
     assert "model.dropout=0.3" in line and "model.hidden_size=384" in line
+    assert "try --set model.weight_dropout=0.25, or" in line  # 128 epochs at 12 parameters a character
+    weighted = cfg.with_overrides(["model.weight_dropout=0.25"])
+    (line,) = advice(tmp_path / "over", weighted, 100_000, VOCAB)
+    assert "weight_dropout" not in line  # what it has already, it is not told to try
     write_metrics(tmp_path / "under", [(500, 1.80), (1000, 1.62), (1500, 1.50)], 1.49)
     (line,) = advice(tmp_path / "under", cfg, 100_000_000, VOCAB)
     assert line.startswith("advice: underfitting") and "--time-budget 600" in line
