@@ -10,7 +10,7 @@ from charrnn.config import Config
 from charrnn.model import parameter_count
 from charrnn.training.metrics import read_metrics
 from charrnn.training.plan import WIDTHS
-from charrnn.training.rule import RISK_WEIGHT_DROP, WEIGHT_DROP, dropout_for, predicted_loss
+from charrnn.training.rule import dropout_for, predicted_loss, regularization_for
 
 OVERFIT_GAP = 0.1  # nats/char: the train loss ends this far below the best validation
 EARLY = 0.8  # and the best validation came before this share of the run's steps
@@ -36,8 +36,8 @@ def advice(run_dir: Path, cfg: Config, train_chars: int, symbols: int) -> list[s
         dropout = min(max(m.dropout + 0.1, dropout_for(epochs, per_char)), 0.5)
         smaller = max((w for w in WIDTHS if w < m.hidden_size), default=m.hidden_size)
         # where the planner would hand the recurrence to weight dropout, that comes first
-        weight = f"--set model.weight_dropout={WEIGHT_DROP:g}, or " \
-            if epochs * per_char > RISK_WEIGHT_DROP and m.weight_dropout < WEIGHT_DROP else ""
+        planned = regularization_for(epochs, per_char)[1]
+        weight = f"--set model.weight_dropout={planned:g}, or " if planned > m.weight_dropout else ""
         return [f"advice: overfitting: the best validation ({best:.4f}) came at step {best_step:,} of {last_step:,} "
                 f"and the train loss ends {best - train:.2f} below it, after {epochs:.2g} epochs; next time try "
                 f"{weight}--set model.dropout={dropout:g}, or --set model.hidden_size={smaller}, or a larger corpus"]
