@@ -56,6 +56,10 @@ class CharRNN(nn.Module):
                                    dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         self.drop = Dropout(cfg.dropout)
         self.weight_drop = Dropout(cfg.weight_dropout)
+        # One-layer cells without weights of their own (on the meta device: no memory, no draws from the seed), which
+        # `_layered` runs each layer's weights through; a tuple, so that they stay out of the state dict.
+        self._one_layer = tuple(CELLS[cfg.cell](size, cfg.hidden_size, device="meta")
+                                for size in (cfg.embed_dim, cfg.hidden_size)[: cfg.num_layers])
         self.head = nn.Linear(cfg.hidden_size, vocab_size)
         self._init_recurrent()
 
@@ -97,16 +101,31 @@ class CharRNN(nn.Module):
         return logits.transpose(0, 1), _pack(hidden)  # (B, T, V), a view: no copy
 
     def _recurrent(self, x: Tensor, hidden: Tensor | tuple[Tensor, Tensor] | None) -> tuple[Tensor, Any]:
-        """The fused cell over (T, B, E) inputs; in training with weight_dropout, on recurrent weights with some
-        entries dropped (AWD-LSTM's weight drop: it regularizes the recurrence, which dropout between layers never
-        touches, and keeps the fused kernel, which a per-step mask would not)."""
-        if not (self.training and self.cfg.weight_dropout):
-            return self.rnn(x, hidden)
-        weights = {name: self.weight_drop(w) if name.startswith("weight_hh") else w
-                   for name, w in self.rnn.named_parameters()}
-        with warnings.catch_warnings():  # cuDNN packs the dropped weights afresh each step, as it must
-            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-            return torch.func.functional_call(self.rnn, weights, (x, hidden))
+        """The fused cell over (T, B, E) inputs: whole, or in training one layer at a time where that is cheaper."""
+        cpu_dropout = x.device.type == "cpu" and self.cfg.num_layers > 1 and self.cfg.dropout > 0
+        if self.training and (self.cfg.weight_dropout or cpu_dropout):
+            return self._layered(x, hidden)
+        return self.rnn(x, hidden)
+
+    def _layered(self, x: Tensor, hidden: Tensor | tuple[Tensor, Tensor] | None) -> tuple[Tensor, Any]:
+        """Each layer's weights through a fused one-layer cell, so that two things are charrnn's own:
+        - the dropout between layers is the cheap CPU mask: the fused cell draws torch's, which took 9 of a 2 x 512
+          bf16 step's 147 ms (docs/results.md);
+        - weight drop (AWD-LSTM's) drops entries of each layer's weight_hh, one mask a step: it regularizes the
+          recurrence, which dropout between layers never touches, and keeps the fused kernel, as a per-step mask
+          would not."""
+        last = []
+        for layer in range(self.cfg.num_layers):
+            weights = {f"{name}_l0": w for name, w in zip(LAYER_WEIGHTS, self.layer_weights(layer), strict=True)}
+            if self.cfg.weight_dropout:
+                weights["weight_hh_l0"] = self.weight_drop(weights["weight_hh_l0"])
+            state = None if hidden is None else _layer_state(hidden, layer)
+            with warnings.catch_warnings():  # cuDNN packs the weights afresh each step, as it must
+                warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+                x, state = torch.func.functional_call(self._one_layer[min(layer, 1)], weights,
+                                                      (self.drop(x) if layer else x, state))
+            last.append(state)
+        return x, tuple(map(torch.cat, zip(*last, strict=True))) if isinstance(last[0], tuple) else torch.cat(last)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -148,6 +167,13 @@ def _unpack(hidden: Hidden | None) -> Tensor | tuple[Tensor, Tensor] | None:
     if hidden is None or len(hidden) == 2:
         return hidden
     return hidden[0]
+
+
+def _layer_state(hidden: Tensor | tuple[Tensor, Tensor], layer: int) -> Tensor | tuple[Tensor, Tensor]:
+    """One layer's slice, (1, B, H), of nn.LSTM's (h, c) pair or a GRU's or an RNN's h."""
+    if isinstance(hidden, tuple):
+        return tuple(t[layer : layer + 1] for t in hidden)  # type: ignore[return-value]
+    return hidden[layer : layer + 1]
 
 
 def _pack(hidden: Tensor | tuple[Tensor, Tensor]) -> Hidden:

@@ -5,6 +5,7 @@
     .venv/bin/python scripts/precision.py --adamw     # torch's default AdamW against the fused one charrnn uses
     .venv/bin/python scripts/precision.py --window    # 3,200 characters a step as 32 x 100 and as the plan's 64 x 50
     .venv/bin/python scripts/precision.py --weight-dropout  # the cost of model.weight_dropout 0.25
+    .venv/bin/python scripts/precision.py --between   # dropout between layers: the fused cell's, or charrnn's
 
 Each row times full training steps (forward, loss, backward, AdamW) of an LSTM on random ids,
 fp32 then bf16 for each shape, and prints chars/s and the bf16 / fp32 ratio. On a CPU with AMX
@@ -15,7 +16,9 @@ charrnn's (charrnn.model.Dropout, a cheaper mask on the CPU), at p = 0.1. --adam
 with torch's default AdamW (a dozen passes over the weights) and with the fused kernel charrnn's runs use
 (charrnn.training.optim.adamw). --window times each shape's step of the same characters as the presets' batch x
 seq_len and as the planner's twice the streams of half the window. --weight-dropout times each shape's step
-without and with weight dropout 0.25 on the recurrent weights. Run it alone on the machine.
+without and with weight dropout 0.25 on the recurrent weights. --between times two-layer models with dropout 0.1
+between the layers drawn by the fused cell (torch's mask) and by charrnn, which runs the layers one at a time.
+Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ SEQ_LEN, VOCAB = 100, 65
 
 def seconds_per_step(layers: int, hidden: int, batch: int, precision: str, steps: int,
                      dropout: type[torch.nn.Dropout] = Dropout, p: float = 0.1, fused: bool = True,
-                     seq_len: int = SEQ_LEN, weight_dropout: float = 0.0) -> float:
+                     seq_len: int = SEQ_LEN, weight_dropout: float = 0.0, fused_between: bool = False) -> float:
     torch.manual_seed(0)
     model = CharRNN(VOCAB, ModelConfig(hidden_size=hidden, num_layers=layers, dropout=p,
                                        weight_dropout=weight_dropout))
-    model.drop = dropout(p)  # torch's or charrnn's; between layers it is always the fused cell's own
+    model.drop = dropout(p)  # torch's or charrnn's, before the head and (unless fused_between) between layers
+    if fused_between:  # the whole fused cell, with its own dropout between layers, as charrnn did before
+        model._recurrent = lambda x, hidden: model.rnn(x, hidden)
     optimizer = adamw(model.parameters(), 1e-3, torch.device("cpu")) if fused else \
         torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99))
     x, y = torch.randint(0, VOCAB, (2, batch * SEQ_LEN // seq_len, seq_len))  # the same characters at any window
@@ -70,6 +75,7 @@ def main() -> None:
     parser.add_argument("--adamw", action="store_true", help="time torch's default AdamW against the fused one")
     parser.add_argument("--window", action="store_true", help="time a step as 32 x 100 and as 64 x 50")
     parser.add_argument("--weight-dropout", action="store_true", help="time a step without and with weight dropout")
+    parser.add_argument("--between", action="store_true", help="time dropout between layers, torch's and charrnn's")
     args = parser.parse_args()
     if args.dropout:
         return arms_table(args.steps, *DROPOUT, SHAPES)
@@ -79,6 +85,8 @@ def main() -> None:
         return arms_table(args.steps, *WINDOW, [(1, 256, 32), (1, 384, 32), (1, 512, 32), (1, 768, 32), (2, 512, 32)])
     if args.weight_dropout:
         return arms_table(args.steps, *WEIGHT_DROP, [(1, 384, 32), (1, 512, 32), (1, 768, 32), (2, 512, 32)])
+    if args.between:
+        return arms_table(args.steps, *BETWEEN, [(2, 384, 32), (2, 512, 32), (2, 512, 64), (2, 768, 32)])
     kernel = resolve_precision("auto", torch.device("cpu")) == "bf16"
     print(f"{torch.get_num_threads()} threads; a bf16 LSTM kernel: {'yes' if kernel else 'no'} (train.precision "
           "auto times both precisions for the run's own shape and keeps the faster)")
@@ -98,6 +106,8 @@ ADAMW = (["default AdamW", "fused AdamW", "default / fused"], [{"fused": False},
 WINDOW = ([f"seq_len {SEQ_LEN}", f"twice the streams at {SEQ_LEN // 2}", f"{SEQ_LEN} / {SEQ_LEN // 2}"],
           [{}, {"seq_len": SEQ_LEN // 2}])
 WEIGHT_DROP = (["no weight dropout", "weight dropout 0.25", "without / with"], [{}, {"weight_dropout": 0.25}])
+BETWEEN = (["no dropout", "the fused cell's 0.1", "charrnn's", "fused / charrnn's"],
+           [{"p": 0.0}, {"fused_between": True}, {}])
 
 
 def arms_table(steps: int, columns: list[str], arms: list[dict], shapes: list[tuple[int, int, int]]) -> None:

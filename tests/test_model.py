@@ -99,6 +99,38 @@ def test_weight_dropout_drops_recurrent_weights_in_training_only():
         assert (w_ih.grad == 0).float().mean() < 0.05  # the input weights are left alone
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_one_layer_at_a_time_is_the_fused_cell(cell, num_layers):
+    # Training runs the layers one at a time (see the next test): without dropout it must be the very same function.
+    model = random_model(20, cell, hidden_size=16, num_layers=num_layers, jitter=0.1, training=True)
+    x, hidden = model.embed(torch.randint(0, 20, (3, 9)).t()), model.init_hidden(3)
+    hidden = tuple(torch.randn_like(t) for t in hidden)
+    for state in (None, hidden[0] if cell != "lstm" else hidden):
+        whole, layered = model.rnn(x, state), model._layered(x, state)
+        torch.testing.assert_close(layered, whole)
+        grads = [torch.autograd.grad(out[0].square().sum(), list(model.rnn.parameters())) for out in (whole, layered)]
+        torch.testing.assert_close(grads[1], grads[0])
+    assert set(model.state_dict()) == {f"{part}.{key}" for part in ("embed", "rnn", "head")
+                                       for key in getattr(model, part).state_dict()}
+
+
+def test_dropout_between_layers_on_the_cpu_is_charrnns_own_mask(monkeypatch):
+    # The fused cell would draw torch's mask between layers (9 of a 147 ms step); training on the CPU never asks it.
+    model = random_model(20, hidden_size=16, dropout=0.5, training=True)
+    whole = []
+    monkeypatch.setattr(model.rnn, "forward", lambda *a: whole.append(1) or type(model.rnn).forward(model.rnn, *a))
+    ids = torch.randint(0, 20, (4, 30))
+    torch.manual_seed(1)
+    first = model(ids)[0]
+    torch.manual_seed(1)
+    torch.testing.assert_close(model(ids)[0], first)  # the seed decides the masks
+    assert not torch.equal(model(ids)[0], first) and not whole
+    with eval_mode(model):
+        model(ids)
+    assert whole == [1]  # evaluation: the fused cell, whole, without dropout
+
+
 def test_bpc_is_nats_over_ln_2():
     assert bpc(math.log(2)) == pytest.approx(1.0)
     assert bpc(0.0) == 0.0
