@@ -377,10 +377,27 @@ def test_advice_names_overfitting_and_underfitting_and_is_quiet_otherwise(tmp_pa
 
 @pytest.mark.parametrize("seconds, deep", [(0.5, False), (0.4, True)])  # 960 and 1,200 steps in 600 s
 def test_two_layers_are_offered_only_for_enough_steps(monkeypatch, seconds, deep):
+    monkeypatch.setattr(plan_mod, "DEPTH_LAG", 0.0)  # steps alone decide here (the lag: the next test)
     monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (seconds, False))  # every shape as fast: the
     p = planned()                                                                  # rule would go deep
     assert (p.chosen.model.num_layers == 2) == deep
     note = [line for line in p.lines() if "a second layer learns slower" in line]
     assert bool(note) != deep and (deep or f"under {plan_mod.DEEP_MIN_STEPS:,}" in note[0])
     given = planned("model.num_layers=2")  # a depth the config sets is trained, however few its steps
+    assert given.chosen.model.num_layers == 2 and given.passed_over is None
+
+
+def test_a_second_layer_must_be_rated_ahead_by_more_than_its_lag(monkeypatch):
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (0.4, False))  # every shape as fast: 1,200 steps
+    monkeypatch.setattr(plan_mod, "DEPTH_LAG", 0.0)
+    deep = planned()
+    assert deep.chosen.model.num_layers == 2 and deep.passed_over is None
+    monkeypatch.setattr(plan_mod, "DEPTH_LAG", 0.038)  # the shipped term: 0.032 at 1,200 steps, more than its lead
+    p = planned()
+    assert p.chosen.model.num_layers == 1 and p.passed_over.model == deep.chosen.model
+    lead = p.chosen.loss - p.passed_over.loss
+    assert 0 < lead < plan_mod.depth_lag(p.passed_over) and p.passed_over.steps >= plan_mod.DEEP_MIN_STEPS
+    (note,) = [line for line in p.lines() if line.startswith(f"plan: not {p.passed_over.shape}")]
+    assert f"trails one wide layer by about {plan_mod.depth_lag(p.passed_over):.3f} after 1,2" in note
+    given = planned("model.num_layers=2")  # a depth the config sets wins
     assert given.chosen.model.num_layers == 2 and given.passed_over is None
