@@ -40,6 +40,7 @@ from charrnn.training.session import Session
 from charrnn.training.state import RunState
 from charrnn.training.step import diverged, train_scalars, train_step
 from charrnn.training.stopping import INTERRUPTS, Stopped, StopSignals, expected_steps, stop_check, stop_reason
+from charrnn.training.throughput import learn_loop
 
 SAMPLE_TEMPERATURE = 0.8  # for the samples logged to TensorBoard: cooler than 1, still varied
 
@@ -124,6 +125,7 @@ class _Loop:
         hidden = (tuple(t[:, world.rows(global_batch)].to(world.device) for t in state.hidden) if state.hidden
                   else parts.model.init_hidden(parts.train.batch_size, world.device))
         s = Session(state, hidden, state.step, time.monotonic() - state.elapsed)
+        budget_left = tc.time_budget - state.elapsed  # this session's seconds, if it trains to the budget
         self.logger = MetricsLogger(self.run_dir, state.step if resumed else None, warn=self.echo) \
             if world.is_main else NullLogger()
         self.bar = tqdm(total=expected_steps(tc, state, self.epoch_windows, None), initial=state.step, unit="step",
@@ -156,6 +158,9 @@ class _Loop:
                     break
                 self._step(s)
             baselines = self._baselines(s)
+            if s.stop == "time_budget" and world.is_main:  # what the loop kept of the trial's speed, for plans
+                learn_loop(parts.precision, self.cfg.model, parts.vocab.size, parts.train.batch_size,
+                           parts.train.seq_len, world.device, s.state.step - s.first_step, budget_left)
         finally:
             self.bar.close()
             self.logger.close()

@@ -75,15 +75,16 @@ class Plan:
         # The why line compares every finalist on the whole budget, as they were ranked; the steps line is the
         # chosen one's on the seconds the planning left.
         c, m, t = self.chosen, self.config.model, self.config.train
-        others = ", ".join(f"{e.shape} {e.loss:.3f} at {1 / e.seconds_per_step:.1f} steps/s" for e in self.finalists
-                           if e.model != c.model)
+        others = ", ".join(f"{e.shape} {e.loss:.3f} at {e.loop / e.seconds_per_step:.1f} steps/s"
+                           for e in self.finalists if e.model != c.model)
         lines = [f"plan: {m.num_layers} x {m.hidden_size} {m.cell.upper()}, embedding {m.embed_dim}, {c.params:,} "
                  f"parameters for {self.train_chars:,} training characters ({c.params / self.train_chars:.2g} per "
                  f"character); batch {t.batch_size} x seq_len {t.seq_len}, lr {t.lr:.2g}, dropout {m.dropout:g}, "
                  + (f"weight dropout {m.weight_dropout:g}, " if m.weight_dropout else "")
                  + f"weight decay {t.weight_decay:g}",
-                 f"plan: expects {c.steps:,} steps at {1 / c.seconds_per_step:.1f} steps/s ({c.precision}, "
-                 f"{'timed' if c.measured else 'estimated'}), {c.steps * c.batch_size * c.seq_len:,} characters = "
+                 f"plan: expects {c.steps:,} steps at {c.loop / c.seconds_per_step:.1f} steps/s ({c.precision}: "
+                 f"{'timed' if c.measured else 'estimated'} at {1 / c.seconds_per_step:.1f}, {c.loop_from}), "
+                 f"{c.steps * c.batch_size * c.seq_len:,} characters = "
                  f"{c.epochs:.2g} epochs, in {self.budget:g} s of which planning took {self.seconds:.1f} s",
                  f"plan: why: of {self.considered} candidates the rule predicts {self.finalists[0].loss:.3f} nats/char "
                  f"above the corpus's floor for {c.shape}" + (f", against {others}" if others else "")

@@ -5,6 +5,7 @@ shapes timed first and a power law through their FLOPs per step, and the finalis
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -16,13 +17,15 @@ from charrnn.devices import resolve_precision
 from charrnn.model import parameter_count, train_flops_per_char
 from charrnn.training.precision import MARGIN
 from charrnn.training.rule import predicted_loss
-from charrnn.training.throughput import cached_seconds, prepare, step_seconds, trial_seconds
+from charrnn.training.throughput import cached_seconds, loop_shares, prepare, step_seconds, trial_seconds
 
 ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
 BATCH, SEQ_LEN = 32, 100  # the presets' recipe, which the anchors are timed at and every candidate ranked in
 MAX_BATCH, EMBED_DIM = 512, 64  # the largest batch a plan doubles to; the presets' embedding
 MAX_STEPS = 20_000  # a plan with more steps than this doubles its batch instead (GPUs, long budgets)
-LOOP_SHARE = 0.8  # the share of the timed trial's speed the real loop keeps (measured: docs/results.md)
+# The share of the timed trial's speed the real loop keeps (measured: docs/results.md), until runs on this machine
+# have found their own (`throughput.learn_loop`).
+LOOP_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class Estimate:
     steps: int
     epochs: float
     loss: float  # above the corpus's own floor, E_corpus
+    loop: float  # the share of `seconds_per_step`'s speed that the run's loop is expected to keep
+    loop_from: str  # what `loop` is and where it came from, for the plan's steps line
 
     @property
     def shape(self) -> str:
@@ -191,11 +196,29 @@ class SpeedModel:
         per_step, measured = (e.seconds_per_step, e.measured) if timed is None else (timed, True)
         return self._estimate(e.model, e.batch_size, e.seq_len, e.precision, per_step, measured, train_chars, seconds)
 
+    def loop_share(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> tuple[float, str]:
+        """The share of a trial's speed a run's loop keeps, and whence: the median of the latest runs of this shape
+        on this machine, else of every shape's runs here, else LOOP_SHARE."""
+        own, every = loop_shares(precision, model, self.vocab_size, batch // self.processes, seq_len, self.device)
+        if own:
+            share = statistics.median(own)
+            return share, f"of which this shape's loop kept {share:.2f} in {_runs(own)} here"
+        if every:
+            share = statistics.median(every)
+            return share, f"of which loops here kept {share:.2f} in {_runs(every)} of other shapes"
+        return LOOP_SHARE, f"of which a loop keeps about {LOOP_SHARE:.2f}: no run here to learn from yet"
+
     def _estimate(self, model: ModelConfig, batch: int, seq_len: int, precision: str, per_step: float,
                   measured: bool, train_chars: int, seconds: float) -> Estimate:
-        steps = int(LOOP_SHARE * max(seconds, 0.0) / per_step)
+        loop, loop_from = self.loop_share(precision, model, batch, seq_len)
+        steps = int(loop * max(seconds, 0.0) / per_step)
         steps = min(steps, int(self.fixed.get("train.max_steps", steps)))  # type: ignore[call-overload]
         seen = steps * batch * seq_len
         capacity = parameter_count(self.symbols, model)
         return Estimate(model, batch, seq_len, parameter_count(self.vocab_size, model), capacity, precision, per_step,
-                        measured, steps, seen / train_chars, predicted_loss(capacity, max(seen, 1), train_chars))
+                        measured, steps, seen / train_chars, predicted_loss(capacity, max(seen, 1), train_chars),
+                        loop, loop_from)
+
+
+def _runs(shares: list[float]) -> str:
+    return "one run" if len(shares) == 1 else f"{len(shares)} runs"

@@ -1,7 +1,9 @@
 """Seconds per training step of a shape on this device: measured on random ids, and cached per machine.
 
 Both choices that depend on the hardware read this: `train.precision = "auto"` (the faster of fp32 and bf16)
-and the run planner (how many steps each candidate shape gets in the budget). A measurement is a few steps of
+and the run planner (how many steps each candidate shape gets in the budget). A run that trains to its time budget
+also leaves here the share of its trial's speed that its loop kept, evaluations and dropout included, so that the
+next plan expects the steps this machine's runs really make. A measurement is a few steps of
 a fresh model, so it takes well under a second for a small shape; the cache (throughput.json in the corpus
 cache dir) is keyed by the CPU or card, the torch version and the thread count, so a second run of the same
 shape reads it at once.
@@ -33,6 +35,10 @@ CACHE = "throughput.json"
 # What a trial's step is, in the cache's keys: a new one when the step changes (2: the fused AdamW on the CPU), so
 # that timings of the old step are measured again rather than read.
 TRIAL = 2
+LOOP = "loop"  # the first field of a loop share's key; the rest are its trial's
+LOOP_RUNS = 5  # a shape's latest runs, whose shares count: a machine that slowed down is followed
+# A share outside this is no loop's speed but a run that was paused or starved (a SIGSTOP, another trainer).
+SHARE_RANGE = (0.2, 2.0)
 
 
 def step_seconds(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
@@ -51,6 +57,49 @@ def cached_seconds(precision: str, model_cfg: ModelConfig, vocab_size: int, batc
     """The cached seconds per step of this shape, if it was measured on this machine before; None if not."""
     cached = read_cache().get(_key(precision, model_cfg, vocab_size, batch_size, seq_len, device))
     return float(cached) if isinstance(cached, (int, float)) and math.isfinite(cached) and cached > 0 else None
+
+
+def learn_loop(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
+               device: torch.device, steps: int, seconds: float) -> float | None:
+    """Remember the share of its trial's speed that a run's loop kept, `steps` in `seconds` of its budget; the
+    share, or None where the shape was never timed or the share is out of SHARE_RANGE."""
+    trial = cached_seconds(precision, model_cfg, vocab_size, batch_size, seq_len, device)
+    share = steps * trial / seconds if trial is not None and seconds > 0 else math.nan
+    if not SHARE_RANGE[0] <= share <= SHARE_RANGE[1]:
+        return None
+    cache, key = read_cache(), _loop_key(precision, model_cfg, vocab_size, batch_size, seq_len, device)
+    write_cache({**cache, key: [*_shares(cache.get(key))[-(LOOP_RUNS - 1):], share]})
+    return share
+
+
+def loop_shares(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
+                device: torch.device) -> tuple[list[float], list[float]]:
+    """The loop shares runs of this shape kept on this machine (`learn_loop`), and those of every shape."""
+    key = _loop_key(precision, model_cfg, vocab_size, batch_size, seq_len, device)
+    machine = json.loads(key)[:5]  # LOOP, TRIAL, the device, the torch version and the thread count
+    cache = read_cache()
+    every = [share for k, v in cache.items() if _prefix(k) == machine for share in _shares(v)]
+    return _shares(cache.get(key)), every
+
+
+def _shares(value: object) -> list[float]:
+    """A cached list of loop shares, less anything a hand or another version put there."""
+    values = value if isinstance(value, list) else []
+    return [float(v) for v in values
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and SHARE_RANGE[0] <= v <= SHARE_RANGE[1]]
+
+
+def _prefix(key: str) -> list[object]:
+    try:
+        fields = json.loads(key)
+    except ValueError:
+        return []
+    return fields[:5] if isinstance(fields, list) else []
+
+
+def _loop_key(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
+              device: torch.device) -> str:
+    return json.dumps([LOOP, *json.loads(_key(precision, model_cfg, vocab_size, batch_size, seq_len, device))])
 
 
 def _key(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,

@@ -192,10 +192,20 @@ def test_too_small_corpus_is_refused_before_creating_the_run_dir(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_time_budget_stops_the_run(tmp_path, corpus_file):
-    result = train(fast_config(corpus_file, "train.max_steps=100000", "train.time_budget=2.0"), tmp_path / "r")
+def test_time_budget_stops_the_run_and_tells_the_planner_what_its_loop_made(tmp_path, corpus_file, monkeypatch):
+    learnt = []
+    monkeypatch.setattr(loop, "learn_loop", lambda *args: learnt.append(args))
+    cfg = fast_config(corpus_file, "train.max_steps=100000", "train.time_budget=2.0")
+    result = train(cfg, tmp_path / "r")
     assert result.stopped_by == "time_budget"
     assert 0 < result.step < 100000
+    # its steps in the budget's seconds, for its shape: the share of the trial's speed it kept (throughput.py)
+    (precision, model, _, batch, seq_len, device, steps, seconds), = learnt
+    assert (precision, model, batch, seq_len, device.type) == ("fp32", cfg.model, cfg.train.batch_size,
+                                                                cfg.train.seq_len, "cpu")
+    assert (steps, seconds) == (result.step, 2.0)
+    train(fast_config(corpus_file, "train.max_steps=3", "train.time_budget=60"), tmp_path / "s")
+    assert len(learnt) == 1  # a run that stopped short of its budget says nothing of its loop's speed
 
 
 def test_max_epochs_stops_the_run(tmp_path, corpus_file):

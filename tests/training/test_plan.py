@@ -50,6 +50,12 @@ def nothing_cached(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def nothing_learnt(monkeypatch):
+    """Nor a loop share that an earlier test's run left: every estimate keeps LOOP_SHARE unless a test says so."""
+    monkeypatch.setattr(speed_mod, "loop_shares", lambda *args: ([], []))
+
+
+@pytest.fixture(autouse=True)
 def fp32_only(monkeypatch):
     """'auto' resolves to fp32, as on a CPU without bf16, whatever this host has; a test that wants both says so."""
     monkeypatch.setattr(speed_mod, "resolve_precision", lambda *args: "fp32")
@@ -102,6 +108,29 @@ def test_the_plan_predicts_from_its_rule_and_says_why(measured):
     assert lines[2].startswith(f"plan: why: of 15 candidates the rule predicts {p.finalists[0].loss:.3f} nats")
     assert all(f"{e.shape} {e.loss:.3f} at" in lines[2] for e in p.finalists[1:])  # all on the whole budget
     assert {c[0] for c in measured.calls} <= {"fp32", "bf16"} and len(measured.calls) >= 2
+
+
+def test_the_plan_expects_the_steps_that_runs_on_this_machine_made(measured, monkeypatch):
+    before = planned()
+    assert before.chosen.loop == speed_mod.LOOP_SHARE
+    assert "of which a loop keeps about 0.80: no run here to learn from yet" in before.lines()[1]
+    # Runs of other shapes here kept 0.3-0.5 of their trials' speed: every candidate expects that median share.
+    monkeypatch.setattr(speed_mod, "loop_shares", lambda *args: ([], [0.3, 0.4, 0.5]))
+    slower = planned()
+    assert {e.loop for e in slower.finalists} == {0.4}
+    c = slower.chosen
+    assert int(0.4 * (600 - slower.seconds) / c.seconds_per_step) <= c.steps <= int(0.4 * 600 / c.seconds_per_step)
+    assert f"expects {c.steps:,} steps at {0.4 / c.seconds_per_step:.1f} steps/s (fp32: timed at " \
+        f"{1 / c.seconds_per_step:.1f}, of which loops here kept 0.40 in 3 runs of other shapes)" \
+        in slower.lines()[1]
+    # A shape's own runs count over the others': the one shape that ran kept 0.9, and it alone expects that.
+    own = (c.model.num_layers, c.model.hidden_size, c.batch_size, c.seq_len)
+    monkeypatch.setattr(speed_mod, "loop_shares", lambda precision, model, vocab, batch, seq_len, device: (
+        [0.9] if (model.num_layers, model.hidden_size, batch, seq_len) == own else [], [0.3, 0.4, 0.5, 0.9]))
+    learnt = planned()
+    assert learnt.chosen.model == c.model and learnt.chosen.loop == 0.9
+    assert {e.loop for e in learnt.finalists if e.model != c.model} == {0.45}
+    assert "of which this shape's loop kept 0.90 in one run here)" in learnt.lines()[1]
 
 
 def test_the_learning_rate_follows_width_depth_and_characters_per_step_within_its_bounds():

@@ -1,6 +1,8 @@
 """The step timer behind the planner and precision auto: the fastest of two timed steps, one only when it is long."""
 
 import itertools
+import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,3 +23,26 @@ def test_a_step_is_timed_twice_unless_it_is_long(monkeypatch, durations, expecte
     model = ModelConfig(hidden_size=8, embed_dim=4)
     assert throughput.seconds_per_step("fp32", model, 10, 2, 5, torch.device("cpu")) == pytest.approx(expected)
     assert throughput.trial_seconds(expected) == pytest.approx(expected * (2 if expected > 1.0 else 3))
+
+
+def test_a_run_to_its_budget_leaves_the_share_of_its_trials_speed_its_loop_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path))
+    model, cpu = ModelConfig(hidden_size=8, embed_dim=4), torch.device("cpu")
+    shape, wider = ("bf16", model, 10, 2, 5, cpu), ("bf16", replace(model, hidden_size=16), 10, 2, 5, cpu)
+    assert throughput.learn_loop(*shape, steps=160, seconds=10.0) is None  # never timed: nothing to compare with
+    throughput.write_cache({throughput._key(*shape): 0.05, throughput._key(*wider): 0.1})  # trials: 20 and 10 steps/s
+    assert throughput.learn_loop(*shape, steps=160, seconds=10.0) == pytest.approx(0.8)
+    assert throughput.learn_loop(*shape, steps=10, seconds=10.0) is None  # 0.05 of it: a paused run, not the loop
+    assert throughput.learn_loop(*shape, steps=160, seconds=0.0) is None
+    for steps in (150, 140, 130, 120, 110):
+        throughput.learn_loop(*shape, steps=steps, seconds=10.0)
+    assert throughput.loop_shares(*shape) == (pytest.approx([0.75, 0.7, 0.65, 0.6, 0.55]),) * 2  # the latest five
+    throughput.learn_loop(*wider, steps=90, seconds=10.0)
+    own, every = throughput.loop_shares(*wider)
+    assert own == pytest.approx([0.9]) and sorted(every) == pytest.approx([0.55, 0.6, 0.65, 0.7, 0.75, 0.9])
+    # Another machine's shares, and what a hand or another version wrote, count for nothing; the cache still reads.
+    elsewhere = json.loads(throughput._loop_key(*shape))
+    elsewhere[2] = "another CPU"
+    throughput.write_cache({**throughput.read_cache(), json.dumps(elsewhere): [0.3], "5": [0.5], "[": 1,
+                            throughput._loop_key(*wider): ["x", True, 0.01, 9, 0.9]})
+    assert throughput.loop_shares(*wider) == ([0.9], pytest.approx([0.75, 0.7, 0.65, 0.6, 0.55, 0.9]))
