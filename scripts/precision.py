@@ -6,6 +6,7 @@
     .venv/bin/python scripts/precision.py --window    # 3,200 characters a step as 32 x 100 and as the plan's 64 x 50
     .venv/bin/python scripts/precision.py --weight-dropout  # the cost of model.weight_dropout 0.25
     .venv/bin/python scripts/precision.py --between   # dropout between layers: the fused cell's, or charrnn's
+    .venv/bin/python scripts/precision.py --mask      # charrnn's 8-bit CPU dropout mask against its 16-bit one
 
 Each row times full training steps (forward, loss, backward, AdamW) of an LSTM on random ids,
 fp32 then bf16 for each shape, and prints chars/s and the bf16 / fp32 ratio. On a CPU with AMX
@@ -18,7 +19,8 @@ with torch's default AdamW (a dozen passes over the weights) and with the fused 
 seq_len and as the planner's twice the streams of half the window. --weight-dropout times each shape's step
 without and with weight dropout 0.25 on the recurrent weights. --between times two-layer models with dropout 0.1
 between the layers drawn by the fused cell (torch's mask) and by charrnn, which runs the layers one at a time.
-Run it alone on the machine.
+--mask times the plans' recipe (64 x 50, dropout 0.1, weight dropout 0.25) with the 16-bit mask charrnn used
+until 2026-12-06 and with its 8-bit one. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ SHAPES = [(1, 384, 16), (1, 512, 32), (1, 768, 32), (2, 512, 32), (1, 1024, 32),
 SEQ_LEN, VOCAB = 100, 65
 
 
+class SixteenBitDropout(torch.nn.Dropout):
+    """charrnn's CPU mask until 2026-12-06, the baseline of --mask: 16 random bits an element, p to 1/65536."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        draws = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+        lanes = draws.view(torch.int16)[: x.numel()].view(x.shape)
+        return x * (lanes >= round(self.p * 65536) - 32768).to(x.dtype).mul_(1 / (1 - self.p))
+
+
 def seconds_per_step(layers: int, hidden: int, batch: int, precision: str, steps: int,
                      dropout: type[torch.nn.Dropout] = Dropout, p: float = 0.1, fused: bool = True,
                      seq_len: int = SEQ_LEN, weight_dropout: float = 0.0, fused_between: bool = False) -> float:
@@ -45,6 +58,7 @@ def seconds_per_step(layers: int, hidden: int, batch: int, precision: str, steps
     model = CharRNN(VOCAB, ModelConfig(hidden_size=hidden, num_layers=layers, dropout=p,
                                        weight_dropout=weight_dropout))
     model.drop = dropout(p)  # torch's or charrnn's, before the head and (unless fused_between) between layers
+    model.weight_drop = dropout(weight_dropout)
     if fused_between:  # the whole fused cell, with its own dropout between layers, as charrnn did before
         model._recurrent = lambda x, hidden: model.rnn(x, hidden)
     optimizer = adamw(model.parameters(), 1e-3, torch.device("cpu")) if fused else \
@@ -76,6 +90,7 @@ def main() -> None:
     parser.add_argument("--window", action="store_true", help="time a step as 32 x 100 and as 64 x 50")
     parser.add_argument("--weight-dropout", action="store_true", help="time a step without and with weight dropout")
     parser.add_argument("--between", action="store_true", help="time dropout between layers, torch's and charrnn's")
+    parser.add_argument("--mask", action="store_true", help="time charrnn's 8-bit dropout mask against its 16-bit one")
     args = parser.parse_args()
     if args.dropout:
         return arms_table(args.steps, *DROPOUT, SHAPES)
@@ -87,6 +102,8 @@ def main() -> None:
         return arms_table(args.steps, *WEIGHT_DROP, [(1, 384, 32), (1, 512, 32), (1, 768, 32), (2, 512, 32)])
     if args.between:
         return arms_table(args.steps, *BETWEEN, [(2, 384, 32), (2, 512, 32), (2, 512, 64), (2, 768, 32)])
+    if args.mask:
+        return arms_table(args.steps, *MASK, [(1, 384, 32), (1, 768, 32), (2, 512, 32)])
     kernel = resolve_precision("auto", torch.device("cpu")) == "bf16"
     print(f"{torch.get_num_threads()} threads; a bf16 LSTM kernel: {'yes' if kernel else 'no'} (train.precision "
           "auto times both precisions for the run's own shape and keeps the faster)")
@@ -106,6 +123,9 @@ ADAMW = (["default AdamW", "fused AdamW", "default / fused"], [{"fused": False},
 WINDOW = ([f"seq_len {SEQ_LEN}", f"twice the streams at {SEQ_LEN // 2}", f"{SEQ_LEN} / {SEQ_LEN // 2}"],
           [{}, {"seq_len": SEQ_LEN // 2}])
 WEIGHT_DROP = (["no weight dropout", "weight dropout 0.25", "without / with"], [{}, {"weight_dropout": 0.25}])
+PLANS_RECIPE = {"seq_len": 50, "weight_dropout": 0.25}
+MASK = (["16-bit mask at 64 × 50", "8-bit mask", "16-bit / 8-bit"],
+        [{"dropout": SixteenBitDropout, **PLANS_RECIPE}, PLANS_RECIPE])
 BETWEEN = (["no dropout", "the fused cell's 0.1", "charrnn's", "fused / charrnn's"],
            [{"p": 0.0}, {"fused_between": True}, {}])
 
