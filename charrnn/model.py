@@ -34,7 +34,8 @@ class Dropout(nn.Dropout):
     step (32 x 100, bf16) took 68 ms with dropout 0.1 against 61 ms without, and 61 ms with a mask of 16 bits an
     element; 8 bits, compared straight into the input's dtype, halve the mask's cost again (docs/results.md). So p is
     rounded to 1/256 (0.1 drops 26 of 256, 0.1016), and the kept elements are scaled by the rounded p, so that the
-    mean is kept exactly; a p that rounds to 0 or 1 gets torch's exact mask. CUDA keeps torch's fused kernel.
+    mean is kept (to the scale's own rounding in bf16); a p that rounds to 0 or 1 gets torch's exact mask. CUDA keeps
+    torch's fused kernel. Eight paired runs found no significant cost in quality against 16 bits (docs/results.md).
     """
 
     def forward(self, x: Tensor) -> Tensor:
