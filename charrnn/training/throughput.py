@@ -75,11 +75,11 @@ def learn_loop(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_si
 def loop_shares(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
                 device: torch.device) -> tuple[list[float], list[float]]:
     """The loop shares runs of this shape kept on this machine (`learn_loop`), and those of every shape."""
-    key = _loop_key(precision, model_cfg, vocab_size, batch_size, seq_len, device)
-    machine = json.loads(key)[:5]  # LOOP, TRIAL, the device, the torch version and the thread count
+    fields = _fields(precision, model_cfg, vocab_size, batch_size, seq_len, device)
+    machine = json.dumps([LOOP, *fields[:4]])[:-1] + ", "  # TRIAL, the device, the torch version, the threads
     cache = read_cache()
-    every = [share for k, v in cache.items() if _prefix(k) == machine for share in _shares(v)]
-    return _shares(cache.get(key)), every
+    every = [share for k, v in cache.items() if k.startswith(machine) for share in _shares(v)]
+    return _shares(cache.get(json.dumps([LOOP, *fields]))), every
 
 
 def _shares(value: object) -> list[float]:
@@ -89,24 +89,21 @@ def _shares(value: object) -> list[float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and SHARE_RANGE[0] <= v <= SHARE_RANGE[1]]
 
 
-def _prefix(key: str) -> list[object]:
-    try:
-        fields = json.loads(key)
-    except ValueError:
-        return []
-    return fields[:5] if isinstance(fields, list) else []
-
-
 def _loop_key(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
               device: torch.device) -> str:
-    return json.dumps([LOOP, *json.loads(_key(precision, model_cfg, vocab_size, batch_size, seq_len, device))])
+    return json.dumps([LOOP, *_fields(precision, model_cfg, vocab_size, batch_size, seq_len, device)])
 
 
 def _key(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
          device: torch.device) -> str:
-    return json.dumps([TRIAL, device_name(device), torch.__version__, torch.get_num_threads(), precision,
-                       model_cfg.cell, model_cfg.num_layers, model_cfg.hidden_size, model_cfg.embed_dim, vocab_size,
-                       batch_size, seq_len])
+    return json.dumps(_fields(precision, model_cfg, vocab_size, batch_size, seq_len, device))
+
+
+def _fields(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
+            device: torch.device) -> list[object]:
+    """What a trial's timing holds for: the trial's kind, the machine, and the shape."""
+    return [TRIAL, device_name(device), torch.__version__, torch.get_num_threads(), precision, model_cfg.cell,
+            model_cfg.num_layers, model_cfg.hidden_size, model_cfg.embed_dim, vocab_size, batch_size, seq_len]
 
 
 def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
