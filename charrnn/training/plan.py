@@ -24,7 +24,7 @@ from charrnn.data.split import split_of
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
 from charrnn.training.distributed import World
-from charrnn.training.rule import COVERAGE, lr_for, regularization_for, used_symbols
+from charrnn.training.rule import COVERAGE, lr_for, used_symbols
 from charrnn.training.speed import Estimate, Share, SpeedModel, precisions
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "model.weight_dropout",
@@ -76,7 +76,7 @@ class Plan:
         # chosen one's on the seconds the planning left.
         c, m, t = self.chosen, self.config.model, self.config.train
         others = ", ".join(f"{e.shape} {e.loss:.3f} at {e.loop / e.seconds_per_step:.1f} steps/s"
-                           for e in self.finalists if e.model != c.model)
+                           for e in self.finalists if e.shape != c.shape)
         lines = [f"plan: {m.num_layers} x {m.hidden_size} {m.cell.upper()}, embedding {m.embed_dim}, {c.params:,} "
                  f"parameters for {self.train_chars:,} training characters ({c.params / self.train_chars:.2g} per "
                  f"character); batch {t.batch_size} x seq_len {t.seq_len}, lr {t.lr:.2g}, dropout {m.dropout:g}, "
@@ -195,17 +195,18 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
         [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.capacity))]  # nothing fits: the smallest that runs
     # The finalists, best first, in the precision the anchors chose: measured while the planning, with this timing,
     # stays within its share of the budget, from the cache always; the rest keep the anchors' estimate.
-    timed = {e.model: speed.time(e, measure=share.afford(speed.trial_cost(e))) for e in usable[:FINALISTS]}
+    # Each is timed with the dropout its estimate's epochs call for, which its run will have.
+    regularized = [speed.regularized(e, train_chars) for e in usable[:FINALISTS]]
+    timed = {e.model: speed.time(e, measure=share.afford(speed.trial_cost(e))) for e in regularized}
     finalists = _early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget)
-                                     for e in usable[:FINALISTS]), key=rank), depth_given)
+                                     for e in regularized), key=rank), depth_given)
     passed_over = None if depth_given else _passed_over(finalists, fits)
     best, window_why = speed.halve_window(finalists[0], train_chars, budget)
     chosen = speed.again(best, None, train_chars, budget - share.elapsed())  # at its timing, in the seconds left
-    dropout, weight_dropout = regularization_for(best.epochs, best.capacity / train_chars)
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
               "model.embed_dim": chosen.model.embed_dim, "train.batch_size": chosen.batch_size,
-              "train.seq_len": chosen.seq_len, "model.dropout": dropout,
-              "model.weight_dropout": weight_dropout,
+              "train.seq_len": chosen.seq_len, "model.dropout": chosen.model.dropout,
+              "model.weight_dropout": chosen.model.weight_dropout,
               "train.lr": lr_for(chosen.model.num_layers, chosen.model.hidden_size, chosen.batch_size, chosen.seq_len),
               "train.weight_decay": WEIGHT_DECAY, "train.warmup_steps": WARMUP, "train.min_lr_ratio": 0.0,
               "train.precision": chosen.precision, "train.max_steps": max(STEP_CAP, 2 * chosen.steps)}
@@ -229,8 +230,8 @@ def depth_lag(e: Estimate) -> float:
 def _passed_over(finalists: list[Estimate], fits: list[Estimate]) -> Estimate | None:
     """A deeper model than the first finalist that the rule rates better, left out for its few steps or its
     lag: a finalist as timed, else as estimated."""
-    first, timed = finalists[0], {e.model for e in finalists}
-    return next((e for e in [*finalists, *(e for e in fits if e.model not in timed)]
+    first, timed = finalists[0], {e.shape for e in finalists}
+    return next((e for e in [*finalists, *(e for e in fits if e.shape not in timed)]
                  if e.model.num_layers > first.model.num_layers and e.loss < first.loss), None)
 
 

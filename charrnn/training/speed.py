@@ -16,7 +16,7 @@ from charrnn.data.batching import fit_batch
 from charrnn.devices import resolve_precision
 from charrnn.model import parameter_count, train_flops_per_char
 from charrnn.training.precision import MARGIN
-from charrnn.training.rule import predicted_loss
+from charrnn.training.rule import predicted_loss, regularization_for
 from charrnn.training.throughput import cached_seconds, loop_shares, prepare, step_seconds, trial_seconds
 
 ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
@@ -97,8 +97,20 @@ class SpeedModel:
             self.lines[precision] = self._line(precision)
 
     def shape(self, layers: int, width: int) -> ModelConfig:
-        return replace(self.model, num_layers=layers, hidden_size=width,
+        """A candidate's model, bare of dropout: the anchors' line is the shape's speed, and `regularized` adds the
+        dropout a finalist's trial then runs."""
+        return replace(self.model, num_layers=layers, hidden_size=width, dropout=0.0, embed_dropout=0.0,
+                       weight_dropout=0.0,
                        embed_dim=int(self.fixed.get("model.embed_dim", EMBED_DIM)))  # type: ignore[arg-type]
+
+    def regularized(self, e: Estimate, train_chars: int) -> Estimate:
+        """`e` with the dropout and weight dropout its epochs call for (or the config's), so that its trial draws the
+        masks its loop will: they cost 6% of a 1 x 512 bf16 step and 8-14% of a 1 x 768 one (docs/results.md)."""
+        dropout, weight_dropout = regularization_for(e.epochs, e.capacity / train_chars)
+        model = replace(e.model, embed_dropout=self.model.embed_dropout,
+                        dropout=float(self.fixed.get("model.dropout", dropout)),  # type: ignore[arg-type]
+                        weight_dropout=float(self.fixed.get("model.weight_dropout", weight_dropout)))  # type: ignore[arg-type]
+        return replace(e, model=model)
 
     def flops(self, model: ModelConfig, batch: int, seq_len: int) -> float:
         return train_flops_per_char(self.vocab_size, model) * batch * seq_len

@@ -32,9 +32,9 @@ STEPS = 2  # timed steps, after one untimed warm-up step; the fastest counts
 # 2 x 384 made 2.4), and one bad reading decides a plan.
 LONG_STEP = 1.0
 CACHE = "throughput.json"
-# What a trial's step is, in the cache's keys: a new one when the step changes (2: the fused AdamW on the CPU), so
-# that timings of the old step are measured again rather than read.
-TRIAL = 2
+# What a trial's step is, in the cache's keys: a new one when the step changes (2: the fused AdamW on the CPU; 3: the
+# model's dropout, which the keys now hold), so that timings of the old step are measured again rather than read.
+TRIAL = 3
 LOOP = "loop"  # the first field of a loop share's key; the rest are its trial's
 LOOP_RUNS = 5  # a shape's latest runs, whose shares count: a machine that slowed down is followed
 # A share outside this is no loop's speed but a run that was paused or starved (a SIGSTOP, another trainer).
@@ -103,13 +103,14 @@ def _fields(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size:
             device: torch.device) -> list[object]:
     """What a trial's timing holds for: the trial's kind, the machine, and the shape."""
     return [TRIAL, device_name(device), torch.__version__, torch.get_num_threads(), precision, model_cfg.cell,
-            model_cfg.num_layers, model_cfg.hidden_size, model_cfg.embed_dim, vocab_size, batch_size, seq_len]
+            model_cfg.num_layers, model_cfg.hidden_size, model_cfg.embed_dim, vocab_size, batch_size, seq_len,
+            model_cfg.dropout, model_cfg.embed_dropout, model_cfg.weight_dropout]
 
 
 def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
                      device: torch.device) -> float:
-    """The fastest of STEPS training steps (forward, backward, AdamW) of a fresh model on random ids, or the one
-    step after the warm-up when that took over LONG_STEP."""
+    """The fastest of STEPS training steps (forward, backward, AdamW) of a fresh model on random ids, with the
+    dropout its config has, or the one step after the warm-up when that took over LONG_STEP."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeding is untouched
         torch.manual_seed(0)
         model = CharRNN(vocab_size, model_cfg).to(device)

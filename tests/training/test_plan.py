@@ -34,7 +34,7 @@ def fake_speed(bf16_speedup: float = 0.5, per_flop: float = 1e-10):
     calls = []
 
     def step_seconds(precision, model, vocab_size, batch_size, seq_len, device):
-        calls.append((precision, model.num_layers, model.hidden_size, batch_size))
+        calls.append((precision, model.num_layers, model.hidden_size, batch_size, model.dropout, model.weight_dropout))
         flops = 6 * parameter_count(vocab_size, model) * batch_size * seq_len
         seconds = 0.01 + per_flop * flops
         return (seconds / bf16_speedup if precision == "bf16" else seconds), False
@@ -267,6 +267,22 @@ def test_a_long_budget_on_a_small_corpus_plans_weight_dropout(monkeypatch):
     assert f"weight dropout {rule.WEIGHT_DROP:g}" in p.lines()[0] and "weight dropout" in p.lines()[2]
 
 
+def test_the_finalists_are_timed_with_the_dropout_the_plan_gives_them(monkeypatch):
+    speed = fake_speed(per_flop=1e-12)  # many epochs of 100K characters: dropout and weight dropout
+    monkeypatch.setattr(speed_mod, "step_seconds", speed)
+    p = planned(train_chars=100_000)
+    m, t = p.config.model, p.config.train
+    assert m.dropout > 0 and m.weight_dropout == rule.WEIGHT_DROP
+    anchors, finalists = speed.calls[:2], speed.calls[2:]
+    assert [c[4:] for c in anchors] == [(0.0, 0.0)] * 2  # the line is the bare shapes' speed
+    assert ("fp32", m.num_layers, m.hidden_size, t.batch_size, m.dropout, m.weight_dropout) in finalists
+    assert all(c[4:] != (0.0, 0.0) for c in finalists)  # every finalist draws its masks, as its run will
+    speed.calls.clear()
+    given = planned("model.dropout=0.33", "model.weight_dropout=0.0", train_chars=100_000)
+    assert {c[4:] for c in speed.calls[2:]} == {(0.33, 0.0)}  # the config's own dropout, in every finalist's trial
+    assert (given.config.model.dropout, given.config.model.weight_dropout) == (0.33, 0.0)
+
+
 def test_more_steps_than_the_cap_buy_a_larger_batch(monkeypatch):
     monkeypatch.setattr(speed_mod, "step_seconds", lambda p, m, v, batch, *rest: (5e-5 * batch, False))  # a fast card
     p = planned(train_chars=100_000_000)
@@ -423,7 +439,7 @@ def test_a_second_layer_must_be_rated_ahead_by_more_than_its_lag(monkeypatch):
     assert deep.chosen.model.num_layers == 2 and deep.passed_over is None
     monkeypatch.setattr(plan_mod, "DEPTH_LAG", 0.038)  # the shipped term: 0.032 at 1,200 steps, more than its lead
     p = planned()
-    assert p.chosen.model.num_layers == 1 and p.passed_over.model == deep.chosen.model
+    assert p.chosen.model.num_layers == 1 and p.passed_over.shape == deep.chosen.shape
     lead = p.chosen.loss - p.passed_over.loss
     assert 0 < lead < plan_mod.depth_lag(p.passed_over) and p.passed_over.steps >= plan_mod.DEEP_MIN_STEPS
     (note,) = [line for line in p.lines() if line.startswith(f"plan: not {p.passed_over.shape}")]

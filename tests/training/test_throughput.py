@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+import charrnn.model
 from charrnn.config import ModelConfig
 from charrnn.training import throughput
 
@@ -46,3 +47,20 @@ def test_a_run_to_its_budget_leaves_the_share_of_its_trials_speed_its_loop_kept(
     throughput.write_cache({**throughput.read_cache(), json.dumps(elsewhere): [0.3], "5": [0.5], "[": 1,
                             throughput._loop_key(*wider): ["x", True, 0.01, 9, 0.9]})
     assert throughput.loop_shares(*wider) == ([0.9], pytest.approx([0.75, 0.7, 0.65, 0.6, 0.55, 0.9]))
+
+
+def test_the_trial_draws_the_masks_its_run_will_and_is_cached_apart(monkeypatch, tmp_path):
+    """A trial of a model with dropout and weight dropout runs them, as the run's loop will (they are a tenth of a
+    wide bf16 step), and its timing is kept apart from the same shape's without them."""
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path))
+    drawn = []
+    forward = charrnn.model.Dropout.forward
+    monkeypatch.setattr(charrnn.model.Dropout, "forward", lambda self, x: drawn.append(self.p) or forward(self, x))
+    bare, cpu = ModelConfig(hidden_size=8, embed_dim=4, num_layers=1), torch.device("cpu")
+    throughput.step_seconds("fp32", bare, 10, 2, 5, cpu)
+    assert not [p for p in drawn if p]
+    regularized = replace(bare, dropout=0.1, weight_dropout=0.25)
+    assert throughput.cached_seconds("fp32", regularized, 10, 2, 5, cpu) is None  # not the bare shape's timing
+    assert throughput.step_seconds("fp32", regularized, 10, 2, 5, cpu)[1] is False
+    assert {0.1, 0.25} <= set(drawn)  # dropout before the head, weight dropout on weight_hh
+    assert throughput.step_seconds("fp32", regularized, 10, 2, 5, cpu)[1] is True
