@@ -24,7 +24,7 @@ from charrnn.data.split import split_of
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
 from charrnn.training.distributed import World
-from charrnn.training.rule import COVERAGE, lr_for, used_symbols
+from charrnn.training.rule import COVERAGE, RISK_WEIGHT_DROP, lr_for, used_symbols
 from charrnn.training.speed import Estimate, Share, SpeedModel, precisions
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "model.weight_dropout",
@@ -45,6 +45,12 @@ DEEP_MIN_STEPS = 1000
 # candidates are ranked with it added: at 600 s of tinyshakespeare the rule rated 2 x 512 and 1 x 768 level (0.315),
 # and 1 x 768 scored 1.4014 and 1.4017 against 1.4084 and 1.4195 on two seeds, about 4,000 steps in.
 DEPTH_LAG = 0.038
+# Where the best candidate risks overfitting (its epochs times parameters per character over RISK_WEIGHT_DROP), the
+# candidates the rule rates within this of it are taken fewest parameters first. The rule cannot tell them apart (its
+# RMS residual is 0.025), and there the wider ones scored far worse than it expects: on tinyshakespeare 1 x 1024
+# scored 1.4733 at 600 s and 1 x 1536 1.4649 in an hour, where 1 x 768, rated 0.001 and 0.007 behind them,
+# scored 1.3948-1.4028 in 600 s (docs/results.md).
+RULE_MARGIN = 0.008
 FINALISTS = 3  # the best candidates by estimated speed, timed before the choice
 # A finalist, or a second precision's wide anchor, is timed when the planning, with its timing (by its estimate),
 # stays within this share of the budget: under the 5% the planning may cost, with room for one slower than guessed.
@@ -69,6 +75,7 @@ class Plan:
     why: str = ""  # how the precision and the window were chosen, where they were
     symbols: tuple[int, int] = (0, 0)  # (symbols in use, vocabulary size)
     passed_over: Estimate | None = None  # a deeper model the rule rated better, left out (`_passed_over`)
+    favourite: Estimate | None = None  # the rule's best, where fewer parameters rated level with it won (RULE_MARGIN)
 
     def lines(self) -> list[str]:
         """What the planner chose and why, for the user, before training."""
@@ -104,6 +111,12 @@ class Plan:
                 (f"a second layer trails one wide layer by about {depth_lag(e):.3f} after {e.steps:,} steps, more "
                  "than the rule rates it ahead")
             lines.append(f"plan: not {e.shape}, which the rule rates at {e.loss:.3f}: {why}")
+        if self.favourite:
+            f = self.favourite
+            lines.append(f"plan: not {f.shape}, which the rule rates at {f.loss:.3f}: at {f.epochs:.2g} epochs of "
+                         f"{f.capacity / self.train_chars:.2g} parameters a character it risks overfitting, and of the "
+                         f"candidates rated within {RULE_MARGIN:g} of it the fewest parameters train, as wider ones "
+                         "have scored far worse there than the rule expects")
         if c.steps < MIN_STEPS:
             lines.append(f"plan: note: the budget buys only {c.steps:,} steps even of this model: a longer budget "
                          "would do better")
@@ -193,14 +206,15 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     fits = sorted((e for e in estimates if e.capacity <= cap and e.steps >= MIN_STEPS), key=rank)
     usable = _early_depth(fits, depth_given) or \
         [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.capacity))]  # nothing fits: the smallest that runs
+    favourite, usable = usable[0], _fewest_first(usable, rank, train_chars)
     # The finalists, best first, in the precision the anchors chose: measured while the planning, with this timing,
     # stays within its share of the budget, from the cache always; the rest keep the anchors' estimate.
     # Each is timed with the dropout its estimate's epochs call for, which its run will have.
     regularized = [speed.regularized(e, train_chars) for e in usable[:FINALISTS]]
     timed = {e.model: speed.time(e, measure=share.afford(speed.trial_cost(e))) for e in regularized}
-    finalists = _early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget)
-                                     for e in regularized), key=rank), depth_given)
-    passed_over = None if depth_given else _passed_over(finalists, fits)
+    finalists = _fewest_first(_early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget)
+                                                   for e in regularized), key=rank), depth_given), rank, train_chars)
+    passed_over = None if depth_given else _passed_over(finalists, fits, rank)
     best, window_why = speed.halve_window(finalists[0], train_chars, budget)
     chosen = speed.again(best, None, train_chars, budget - share.elapsed())  # at its timing, in the seconds left
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
@@ -214,7 +228,7 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     return Plan(planned, chosen, tuple(finalists), len(estimates), train_chars, budget, share.elapsed(),
                 tuple(k for k in PLANNED if k not in free),
                 (speed.why(chosen) if "train.precision" in free else "") + window_why,
-                (symbols, vocab_size), passed_over)
+                (symbols, vocab_size), passed_over, favourite if favourite.shape != chosen.shape else None)
 
 
 def _ranking(depth_given: bool) -> Callable[[Estimate], float]:
@@ -227,12 +241,22 @@ def depth_lag(e: Estimate) -> float:
     return DEPTH_LAG * (e.model.num_layers - 1) * 1000 / max(e.steps, 1)
 
 
-def _passed_over(finalists: list[Estimate], fits: list[Estimate]) -> Estimate | None:
+def _passed_over(finalists: list[Estimate], fits: list[Estimate], rank: Callable[[Estimate], float]) -> Estimate | None:
     """A deeper model than the first finalist that the rule rates better, left out for its few steps or its
-    lag: a finalist as timed, else as estimated."""
+    lag (not for RULE_MARGIN's fewer parameters): a finalist as timed, else as estimated."""
     first, timed = finalists[0], {e.shape for e in finalists}
     return next((e for e in [*finalists, *(e for e in fits if e.shape not in timed)]
-                 if e.model.num_layers > first.model.num_layers and e.loss < first.loss), None)
+                 if e.model.num_layers > first.model.num_layers and e.loss < first.loss
+                 and (e.steps < DEEP_MIN_STEPS or rank(e) >= rank(first))), None)
+
+
+def _fewest_first(ranked: list[Estimate], rank: Callable[[Estimate], float], train_chars: int) -> list[Estimate]:
+    """`ranked` (best first) with, where its best risks overfitting, the candidates rated within RULE_MARGIN of it
+    first, fewest parameters first."""
+    if ranked[0].epochs * ranked[0].capacity / train_chars <= RISK_WEIGHT_DROP:
+        return ranked
+    level = [e for e in ranked if rank(e) <= rank(ranked[0]) + RULE_MARGIN]  # a prefix of `ranked`
+    return sorted(level, key=lambda e: e.capacity) + ranked[len(level):]
 
 
 def _early_depth(ranked: list[Estimate], depth_given: bool) -> list[Estimate]:

@@ -423,6 +423,7 @@ def test_advice_names_overfitting_and_underfitting_and_is_quiet_otherwise(tmp_pa
 @pytest.mark.parametrize("seconds, deep", [(0.5, False), (0.4, True)])  # 960 and 1,200 steps in 600 s
 def test_two_layers_are_offered_only_for_enough_steps(monkeypatch, seconds, deep):
     monkeypatch.setattr(plan_mod, "DEPTH_LAG", 0.0)  # steps alone decide here (the lag: the next test)
+    monkeypatch.setattr(plan_mod, "RULE_MARGIN", 0.0)  # and the rule's best, not the fewest parameters near it
     monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (seconds, False))  # every shape as fast: the
     p = planned()                                                                  # rule would go deep
     assert (p.chosen.model.num_layers == 2) == deep
@@ -434,6 +435,7 @@ def test_two_layers_are_offered_only_for_enough_steps(monkeypatch, seconds, deep
 
 def test_a_second_layer_must_be_rated_ahead_by_more_than_its_lag(monkeypatch):
     monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (0.4, False))  # every shape as fast: 1,200 steps
+    monkeypatch.setattr(plan_mod, "RULE_MARGIN", 0.0)
     monkeypatch.setattr(plan_mod, "DEPTH_LAG", 0.0)
     deep = planned()
     assert deep.chosen.model.num_layers == 2 and deep.passed_over is None
@@ -446,3 +448,28 @@ def test_a_second_layer_must_be_rated_ahead_by_more_than_its_lag(monkeypatch):
     assert f"trails one wide layer by about {plan_mod.depth_lag(p.passed_over):.3f} after 1,2" in note
     given = planned("model.num_layers=2")  # a depth the config sets wins
     assert given.chosen.model.num_layers == 2 and given.passed_over is None
+
+
+@pytest.mark.parametrize("chars, margin, fewest", [
+    (1_000_000, 0.008, True),  # 24 epochs: the candidates the rule rates level, fewest parameters first
+    (1_000_000, 0.0, False),  # no margin: the rule's best
+    (100_000_000, 0.008, False),  # a fraction of an epoch: nothing to overfit, the rule's best
+])
+def test_where_a_plan_risks_overfitting_the_fewest_parameters_rated_level_train(monkeypatch, chars, margin, fewest):
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (0.05, False))  # every shape as fast: the rule
+    monkeypatch.setattr(plan_mod, "DEPTH_LAG", 0.0)  # goes as wide as the corpus allows, by thousandths
+    monkeypatch.setattr(plan_mod, "RULE_MARGIN", margin)
+    p = planned(train_chars=chars)
+    rank = plan_mod._ranking(False)
+    best = min(p.finalists, key=rank)
+    if not fewest:
+        assert p.chosen.shape == best.shape and p.favourite is None
+        assert not any(line.startswith("plan: not ") and "risks overfitting" in line for line in p.lines())
+        return
+    assert p.chosen.capacity < best.capacity and rank(p.chosen) <= rank(best) + margin
+    assert p.favourite is not None and rank(p.favourite) <= rank(best)  # the rule's best of every candidate
+    assert p.chosen.epochs * p.chosen.capacity / chars > rule.RISK_WEIGHT_DROP
+    level = [e for e in p.finalists if rank(e) <= rank(best) + margin]
+    assert p.chosen.capacity == min(e.capacity for e in level)  # the fewest of those rated level
+    (line,) = [line for line in p.lines() if line.startswith(f"plan: not {p.favourite.shape}, which the rule")]
+    assert f"rated within {margin:g} of it the fewest parameters train" in line
