@@ -75,7 +75,7 @@ class Plan:
     why: str = ""  # how the precision and the window were chosen, where they were
     symbols: tuple[int, int] = (0, 0)  # (symbols in use, vocabulary size)
     passed_over: Estimate | None = None  # a deeper model the rule rated better, left out (`_passed_over`)
-    favourite: Estimate | None = None  # the rule's best, where fewer parameters rated level with it won (RULE_MARGIN)
+    favourite: Estimate | None = None  # the finalist ranked best, where fewer parameters level with it won
 
     def lines(self) -> list[str]:
         """What the planner chose and why, for the user, before training."""
@@ -206,14 +206,15 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     fits = sorted((e for e in estimates if e.capacity <= cap and e.steps >= MIN_STEPS), key=rank)
     usable = _early_depth(fits, depth_given) or \
         [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.capacity))]  # nothing fits: the smallest that runs
-    favourite, usable = usable[0], _fewest_first(usable, rank, train_chars)
+    usable = _fewest_first(usable, rank, train_chars)
     # The finalists, best first, in the precision the anchors chose: measured while the planning, with this timing,
     # stays within its share of the budget, from the cache always; the rest keep the anchors' estimate.
     # Each is timed with the dropout its estimate's epochs call for, which its run will have.
     regularized = [speed.regularized(e, train_chars) for e in usable[:FINALISTS]]
     timed = {e.model: speed.time(e, measure=share.afford(speed.trial_cost(e))) for e in regularized}
-    finalists = _fewest_first(_early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget)
-                                                   for e in regularized), key=rank), depth_given), rank, train_chars)
+    ranked = _early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget) for e in regularized),
+                                 key=rank), depth_given)
+    finalists = _fewest_first(ranked, rank, train_chars)
     passed_over = None if depth_given else _passed_over(finalists, fits, rank)
     best, window_why = speed.halve_window(finalists[0], train_chars, budget)
     chosen = speed.again(best, None, train_chars, budget - share.elapsed())  # at its timing, in the seconds left
@@ -228,7 +229,7 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     return Plan(planned, chosen, tuple(finalists), len(estimates), train_chars, budget, share.elapsed(),
                 tuple(k for k in PLANNED if k not in free),
                 (speed.why(chosen) if "train.precision" in free else "") + window_why,
-                (symbols, vocab_size), passed_over, favourite if favourite.shape != chosen.shape else None)
+                (symbols, vocab_size), passed_over, ranked[0] if ranked[0] is not finalists[0] else None)
 
 
 def _ranking(depth_given: bool) -> Callable[[Estimate], float]:
