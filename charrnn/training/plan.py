@@ -48,8 +48,8 @@ DEPTH_LAG = 0.038
 # Where the best candidate risks overfitting (its epochs times parameters per character over RISK_WEIGHT_DROP), the
 # candidates the rule rates within this of it are taken fewest parameters first. The rule cannot tell them apart (its
 # RMS residual is 0.025), and there the wider ones scored far worse than it expects: on tinyshakespeare 1 x 1024
-# scored 1.4733 at 600 s and 1 x 1536 1.4649 in an hour, where 1 x 768, rated 0.001 and 0.007 behind them,
-# scored 1.3948-1.4028 in 600 s (docs/results.md).
+# scored 1.4733 at 600 s and 1 x 1536 1.4649 in an hour, where 1 x 768, rated 0.001 and 0.006 behind them,
+# scored 1.3948-1.4028 in 600 s and 1.3993 in the hour (docs/results.md).
 RULE_MARGIN = 0.008
 FINALISTS = 3  # the best candidates by estimated speed, timed before the choice
 # A finalist, or a second precision's wide anchor, is timed when the planning, with its timing (by its estimate),
