@@ -17,7 +17,14 @@ from charrnn.devices import resolve_precision
 from charrnn.model import parameter_count, train_flops_per_char
 from charrnn.training.precision import MARGIN
 from charrnn.training.rule import predicted_loss, regularization_for
-from charrnn.training.throughput import cached_seconds, loop_shares, prepare, step_seconds, trial_seconds
+from charrnn.training.throughput import (
+    cached_seconds,
+    loop_shares,
+    prepare,
+    step_seconds,
+    trial_seconds,
+    window_seconds,
+)
 
 ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
 BATCH, SEQ_LEN = 32, 100  # the presets' recipe, which the anchors are timed at and every candidate ranked in
@@ -185,22 +192,29 @@ class SpeedModel:
             trial_seconds(e.seconds_per_step)
 
     def halve_window(self, e: Estimate, train_chars: int, seconds: float) -> tuple[Estimate, str]:
-        """`e` in twice the streams of half the window, the same characters a step, where a timing finds that at
-        least MARGIN faster (a small head's step is mostly the recurrence, which half the window runs in half the
-        sequential steps); else `e` itself. With what decided it, for the plan's why line."""
+        """`e` in twice the streams of half the window, the same characters a step, where the two windows timed in
+        turns find that at least MARGIN faster (a small head's step is mostly the recurrence, which half the window
+        runs in half the sequential steps); else `e` itself. With what decided it, for the plan's why line."""
         if {"train.batch_size", "train.seq_len"} & self.fixed.keys() or 2 * e.batch_size > MAX_BATCH:
             return e, ""  # a window the config set, or a batch already as large as a plan takes
         b, t, _ = fit_batch(train_chars, 2 * e.batch_size, e.seq_len // 2, "train", self.processes)
         if (b, t) != (2 * e.batch_size, e.seq_len // 2):
             return e, ""  # the corpus is too short for twice the streams
-        half = replace(e, batch_size=b, seq_len=t)
-        per_step = self.time(half, measure=self.share.afford(self.trial_cost(half)))
-        if per_step is None:
+        per_half = self._cached(e.precision, e.model, b, t)  # timed in turns with `e`'s window by an earlier plan
+        if per_half is not None:
+            per_full = self._cached(e.precision, e.model, e.batch_size, e.seq_len) or e.seconds_per_step
+        elif self.share.afford(2 * trial_seconds(e.seconds_per_step)):  # the same characters a step: about as long
+            self.share.before_timing()
+            per_full, per_half = window_seconds(e.precision, e.model, self.vocab_size,
+                                                [(e.batch_size // self.processes, e.seq_len),
+                                                 (b // self.processes, t)], self.device)
+        else:
             return e, f"; {e.batch_size} x {e.seq_len}: {b} x {t} untimed, which would cost more than planning may"
-        speedup = e.seconds_per_step / per_step
+        speedup = per_full / per_half
         if speedup < MARGIN:
-            return e, f"; {e.batch_size} x {e.seq_len}: {b} x {t} ran at {speedup:.2f}x its speed"
-        return (self._estimate(e.model, b, t, e.precision, per_step, True, train_chars, seconds),
+            return (self.again(e, per_full, train_chars, seconds),
+                    f"; {e.batch_size} x {e.seq_len}: {b} x {t} ran at {speedup:.2f}x its speed")
+        return (self._estimate(e.model, b, t, e.precision, per_half, True, train_chars, seconds),
                 f"; {b} x {t}: {speedup:.2f}x the speed of {e.batch_size} x {e.seq_len}")
 
     def again(self, e: Estimate, timed: float | None, train_chars: int, seconds: float) -> Estimate:

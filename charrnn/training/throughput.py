@@ -33,8 +33,9 @@ STEPS = 2  # timed steps, after one untimed warm-up step; the fastest counts
 LONG_STEP = 1.0
 CACHE = "throughput.json"
 # What a trial's step is, in the cache's keys: a new one when the step changes (2: the fused AdamW on the CPU; 3: the
-# model's dropout, which the keys now hold), so that timings of the old step are measured again rather than read.
-TRIAL = 3
+# model's dropout, which the keys now hold; 4: a halved window's timing, taken in turns with its full window's), so
+# that timings of the old step are measured again rather than read.
+TRIAL = 4
 LOOP = "loop"  # the first field of a loop share's key; the rest are its trial's
 LOOP_RUNS = 5  # a shape's latest runs, whose shares count: a machine that slowed down is followed
 # A share outside this is no loop's speed but a run that was paused or starved (a SIGSTOP, another trainer).
@@ -111,26 +112,50 @@ def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, ba
                      device: torch.device) -> float:
     """The fastest of STEPS training steps (forward, backward, AdamW) of a fresh model on random ids, with the
     dropout its config has, or the one step after the warm-up when that took over LONG_STEP."""
+    return _trials(precision, model_cfg, vocab_size, [(batch_size, seq_len)], device)[0]
+
+
+def window_seconds(precision: str, model_cfg: ModelConfig, vocab_size: int, windows: list[tuple[int, int]],
+                   device: torch.device) -> list[float]:
+    """Seconds per step of one shape in each of `windows` (batch size, seq_len), timed in turns and cached.
+
+    Two trials of one shape taken an hour apart can differ by 15% on a VM, more than a halved window gains (a 1 x 768
+    trial read 96 ms, and 110-115 ms the next day: docs/results.md), so windows are compared on trials taken in
+    turns. Each window's speed is its ratio to the first's times the first's cached speed where it has one, so that
+    the loop shares learnt against that speed still hold."""
+    seconds = _trials(precision, model_cfg, vocab_size, windows, device)
+    first = cached_seconds(precision, model_cfg, vocab_size, *windows[0], device)
+    seconds = [s * (first / seconds[0] if first is not None else 1.0) for s in seconds]
+    write_cache({**read_cache(), **{_key(precision, model_cfg, vocab_size, batch_size, seq_len, device): s
+                                    for (batch_size, seq_len), s in zip(windows, seconds, strict=True)}})
+    return seconds
+
+
+def _trials(precision: str, model_cfg: ModelConfig, vocab_size: int, windows: list[tuple[int, int]],
+            device: torch.device) -> list[float]:
+    """The fastest of STEPS steps in each window, one step of each a round, after an untimed warm-up round."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeding is untouched
         torch.manual_seed(0)
         model = CharRNN(vocab_size, model_cfg).to(device)
         optimizer = adamw(model.parameters(), 1e-4, device)  # the run's own AdamW
-        ids = torch.randint(vocab_size, (batch_size, seq_len + 1), device=device)
-        best = math.inf
-        for step in range(STEPS + 1):
-            sync(device)
-            start = perf_counter()
-            with autocast(device, precision):
-                logits, _ = model(ids[:, :-1])
-                loss = cross_entropy(logits, ids[:, 1:])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sync(device)
-            if step:  # the first step pays for allocation and kernel selection
-                best = min(best, perf_counter() - start)
-                if best > LONG_STEP:
-                    break
+        batches = [torch.randint(vocab_size, (batch_size, seq_len + 1), device=device)
+                   for batch_size, seq_len in windows]
+        best = [math.inf] * len(windows)
+        for round_ in range(STEPS + 1):
+            for i, ids in enumerate(batches):
+                sync(device)
+                start = perf_counter()
+                with autocast(device, precision):
+                    logits, _ = model(ids[:, :-1])
+                    loss = cross_entropy(logits, ids[:, 1:])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                sync(device)
+                if round_:  # the first step of a window pays for allocation and kernel selection
+                    best[i] = min(best[i], perf_counter() - start)
+            if round_ and min(best) > LONG_STEP:
+                break
     return best
 
 

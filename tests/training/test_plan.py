@@ -56,6 +56,13 @@ def nothing_learnt(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def windows_through_step_seconds(monkeypatch):
+    """Two windows timed in turns read whatever fake `step_seconds` a test gives, one window after the other."""
+    monkeypatch.setattr(speed_mod, "window_seconds", lambda precision, model, vocab_size, windows, device: [
+        speed_mod.step_seconds(precision, model, vocab_size, *window, device)[0] for window in windows])
+
+
+@pytest.fixture(autouse=True)
 def fp32_only(monkeypatch):
     """'auto' resolves to fp32, as on a CPU without bf16, whatever this host has; a test that wants both says so."""
     monkeypatch.setattr(speed_mod, "resolve_precision", lambda *args: "fp32")
@@ -160,6 +167,34 @@ def test_the_window_is_halved_only_where_a_timing_finds_it_faster(monkeypatch, s
         assert planned().config.train.batch_size == 32  # never past the largest batch a plan may take
 
 
+def test_the_window_is_decided_on_both_windows_timed_in_turns_not_on_a_trial_taken_apart(monkeypatch):
+    """A finalist's trial that read fast (a quiet hour on a VM) does not make its halved window look no faster: the
+    two windows are timed together, and an earlier plan's pair is read from the cache without timing again."""
+    speed, turns = fake_speed(), []
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (0.85 * speed(*args)[0], False))  # a lucky reading
+    monkeypatch.setattr(speed_mod.Share, "before_timing", lambda self: None)
+
+    def window_seconds(precision, model, vocab_size, windows, device):
+        turns.append(windows)
+        full = speed(precision, model, vocab_size, *windows[0], device)[0]
+        return [full, full / 1.15]  # the halved window, 1.15x as fast as its full one timed beside it
+
+    monkeypatch.setattr(speed_mod, "window_seconds", window_seconds)
+    p = planned()
+    assert (p.config.train.batch_size, p.config.train.seq_len) == (64, 50) and turns == [[(32, 100), (64, 50)]]
+    assert "; 64 x 50: 1.15x the speed of 32 x 100" in p.lines()[2]
+    # A pair an earlier plan timed is read, not timed again, and decides as it read then.
+    full = 0.85 * 1.15 * p.chosen.seconds_per_step  # the finalist's lucky reading, as the cache would hold it
+    pair = {(32, 100): full, (64, 50): full / 1.03}
+    monkeypatch.setattr(speed_mod, "cached_seconds",
+                        lambda pr, model, v, b, t, d: pair.get((b, t)) if model == p.chosen.model else None)
+    again = planned()
+    assert turns == [[(32, 100), (64, 50)]] and again.config.model == p.config.model
+    assert (again.config.train.batch_size, again.config.train.seq_len) == (32, 100)
+    assert again.chosen.seconds_per_step == pytest.approx(full)
+    assert "; 32 x 100: 64 x 50 ran at 1.03x its speed" in again.lines()[2]
+
+
 @pytest.mark.parametrize("bf16_speedup, expected", [(1.5, "bf16"), (1.02, "fp32"), (0.5, "fp32")])
 def test_the_anchors_choose_the_precision_and_the_finalists_are_timed_in_it_alone(monkeypatch, bf16_speedup,
                                                                                  expected):
@@ -168,10 +203,11 @@ def test_the_anchors_choose_the_precision_and_the_finalists_are_timed_in_it_alon
     monkeypatch.setattr(speed_mod, "resolve_precision", lambda *args: "bf16")  # a CPU where 'auto' may pick bf16
     p = planned()
     assert p.config.train.precision == expected  # within MARGIN, fp32 (exact) wins
-    anchors, finalists, window = speed.calls[:4], speed.calls[4:-1], speed.calls[-1]
+    anchors, finalists, windows = speed.calls[:4], speed.calls[4:-2], speed.calls[-2:]
     assert sorted(c[0] for c in anchors) == ["bf16", "bf16", "fp32", "fp32"]
     assert len(finalists) == plan_mod.FINALISTS and {c[0] for c in finalists} == {expected}
-    assert window[0] == expected and window[3] == 64  # the chosen one's halved window, in its precision too
+    # the chosen one's window and its halved window, timed in turns, in its precision too
+    assert [(c[0], c[3]) for c in windows] == [(expected, 32), (expected, 64)]
     assert f"; {expected}: the anchors put bf16 at {bf16_speedup:.2f}x fp32's speed" in p.lines()[2]
 
 

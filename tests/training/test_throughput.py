@@ -64,3 +64,27 @@ def test_the_trial_draws_the_masks_its_run_will_and_is_cached_apart(monkeypatch,
     assert throughput.step_seconds("fp32", regularized, 10, 2, 5, cpu)[1] is False
     assert {0.1, 0.25} <= set(drawn)  # dropout before the head, weight dropout on weight_hh
     assert throughput.step_seconds("fp32", regularized, 10, 2, 5, cpu)[1] is True
+
+
+def test_two_windows_are_timed_in_turns_and_cached_against_the_first_windows_own_speed(monkeypatch, tmp_path):
+    """A halved window is compared with its full window on steps taken one of each a round, so that a machine's drift
+    between two trials cannot decide; its cached speed is the measured ratio times the full window's cached one."""
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path))
+    shapes, forward = [], charrnn.model.CharRNN.forward
+    monkeypatch.setattr(charrnn.model.CharRNN, "forward",
+                        lambda self, ids, *rest: shapes.append(tuple(ids.shape)) or forward(self, ids, *rest))
+    # Each step reads the clock as it starts, and a timed one as it ends: the full window 0.1 s, the half 0.08 s.
+    warm_up, timed = (1.0,), (1.0, 0.1, 1.0, 0.08)
+    clock = itertools.accumulate(itertools.chain([0.0], warm_up, timed, timed))
+    monkeypatch.setattr(throughput, "perf_counter", clock.__next__)
+    model, cpu = ModelConfig(hidden_size=8, embed_dim=4), torch.device("cpu")
+    windows = [(2, 6), (4, 3)]
+    assert throughput.window_seconds("fp32", model, 10, windows, cpu) == pytest.approx([0.1, 0.08])
+    assert shapes == [(2, 6), (4, 3)] * 3  # a warm-up round, then STEPS rounds of one step each
+    assert [throughput.cached_seconds("fp32", model, 10, *w, cpu) for w in windows] == pytest.approx([0.1, 0.08])
+    # Where the full window has a cached speed (its loop shares were learnt against it), the half keeps the ratio.
+    throughput.write_cache({throughput._key("fp32", model, 10, 2, 6, cpu): 0.2})
+    clock = itertools.accumulate(itertools.chain([0.0], warm_up, timed, timed))
+    monkeypatch.setattr(throughput, "perf_counter", clock.__next__)
+    assert throughput.window_seconds("fp32", model, 10, windows, cpu) == pytest.approx([0.2, 0.16])
+    assert [throughput.cached_seconds("fp32", model, 10, *w, cpu) for w in windows] == pytest.approx([0.2, 0.16])
