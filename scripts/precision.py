@@ -7,6 +7,7 @@
     .venv/bin/python scripts/precision.py --weight-dropout  # the cost of model.weight_dropout 0.25
     .venv/bin/python scripts/precision.py --between   # dropout between layers: the fused cell's, or charrnn's
     .venv/bin/python scripts/precision.py --mask      # charrnn's 8-bit CPU dropout mask against its 16-bit one
+    .venv/bin/python scripts/precision.py --trials 5  # the planner's own window trials, apart and in turns
 
 Each row times full training steps (forward, loss, backward, AdamW) of an LSTM on random ids,
 fp32 then bf16 for each shape, and prints chars/s and the bf16 / fp32 ratio. On a CPU with AMX
@@ -20,13 +21,19 @@ seq_len and as the planner's twice the streams of half the window. --weight-drop
 without and with weight dropout 0.25 on the recurrent weights. --between times two-layer models with dropout 0.1
 between the layers drawn by the fused cell (torch's mask) and by charrnn, which runs the layers one at a time.
 --mask times the plans' recipe (64 x 50, dropout 0.1, weight dropout 0.25) with the 16-bit mask charrnn used
-until 2026-12-06 and with its 8-bit one. Run it alone on the machine.
+until 2026-12-06 and with its 8-bit one. --trials N repeats the planner's own trials (charrnn.training.throughput)
+of the plans' shapes with their dropouts, N times: each window timed apart, and both in turns as the plan now
+decides the window, and prints the spread of each. Run it alone on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
+import tempfile
 import time
+from dataclasses import replace
 
 import torch
 
@@ -91,7 +98,10 @@ def main() -> None:
     parser.add_argument("--weight-dropout", action="store_true", help="time a step without and with weight dropout")
     parser.add_argument("--between", action="store_true", help="time dropout between layers, torch's and charrnn's")
     parser.add_argument("--mask", action="store_true", help="time charrnn's 8-bit dropout mask against its 16-bit one")
+    parser.add_argument("--trials", type=int, default=0, help="repeat the planner's window trials this many times")
     args = parser.parse_args()
+    if args.trials:
+        return trials_table(args.trials)
     if args.dropout:
         return arms_table(args.steps, *DROPOUT, SHAPES)
     if args.adamw:
@@ -139,6 +149,36 @@ def arms_table(steps: int, columns: list[str], arms: list[dict], shapes: list[tu
             ms = [seconds_per_step(layers, hidden, batch, precision, steps, **arm) * 1e3 for arm in arms]
             print(f"| {layers} × {hidden} | {batch} × {SEQ_LEN} | {precision} | "
                   f"{' | '.join(f'{m:.1f}' for m in ms)} | {ms[-2] / ms[-1]:.2f} |")
+
+
+def trials_table(repeats: int) -> None:
+    """The planner's trials of 32 x 100 and 64 x 50 taken apart and in turns, `repeats` times: their spread."""
+    from charrnn.training import throughput
+
+    os.environ["CHARRNN_CACHE_DIR"] = tempfile.mkdtemp()  # every trial measured, none read; the user's cache untouched
+    cpu = torch.device("cpu")
+    precision = resolve_precision("auto", cpu)
+    print(f"{precision}; {repeats} repeats of each, in ms a step: min / median / max\n\n| LSTM | dropout, weight "
+          "dropout | 32 × 100 apart | 64 × 50 apart | ratio of the medians apart | ratio in turns: min / median / "
+          "max |\n|---|---|---:|---:|---:|---:|")
+    for layers, hidden, dropout, weight_dropout in PLANS:
+        model = replace(ModelConfig(), num_layers=layers, hidden_size=hidden, embed_dim=64, dropout=dropout,
+                        weight_dropout=weight_dropout)
+        full, half, turns = [], [], []
+        for _ in range(repeats):
+            full.append(throughput.seconds_per_step(precision, model, VOCAB, 32, 100, cpu))
+            half.append(throughput.seconds_per_step(precision, model, VOCAB, 64, 50, cpu))
+            pair = throughput.window_seconds(precision, model, VOCAB, [(32, 100), (64, 50)], cpu)
+            throughput.write_cache({})  # the next pair is measured afresh, not scaled to this one
+            turns.append(pair[0] / pair[1])
+        spread = [" / ".join(f"{f(v) * 1e3:.1f}" for f in (min, statistics.median, max)) for v in (full, half)]
+        print(f"| {layers} × {hidden} | {dropout}, {weight_dropout} | {spread[0]} | {spread[1]} | "
+              f"{statistics.median(full) / statistics.median(half):.2f} | "
+              f"{' / '.join(f'{f(turns):.2f}' for f in (min, statistics.median, max))} |")
+
+
+# The plans' shapes with the dropouts they get (docs/planner.md): (layers, hidden, dropout, weight dropout)
+PLANS = [(1, 512, 0.1, 0.0), (1, 768, 0.1, 0.25), (1, 1024, 0.1, 0.25)]
 
 
 if __name__ == "__main__":
