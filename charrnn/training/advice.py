@@ -35,9 +35,10 @@ def advice(run_dir: Path, cfg: Config, train_chars: int, symbols: int) -> list[s
         per_char = parameter_count(symbols, m) / train_chars
         dropout = min(max(m.dropout + 0.1, dropout_for(epochs, per_char)), 0.5)
         smaller = max((w for w in WIDTHS if w < m.hidden_size), default=m.hidden_size)
-        # where the planner would hand the recurrence to weight dropout, that comes first
-        planned = regularization_for(epochs, per_char)[1]
-        weight = f"--set model.weight_dropout={planned:g}, or " if planned > m.weight_dropout else ""
+        # where the planner would give more weight dropout, that comes first, with the dropout it goes with
+        planned_dropout, planned = regularization_for(epochs, per_char)
+        weight = (f"--set model.weight_dropout={planned:g} --set model.dropout={max(planned_dropout, m.dropout):g}, "
+                  "or ") if planned > m.weight_dropout else ""
         return [f"advice: overfitting: the best validation ({best:.4f}) came at step {best_step:,} of {last_step:,} "
                 f"and the train loss ends {best - train:.2f} below it, after {epochs:.2g} epochs; next time try "
                 f"{weight}--set model.dropout={dropout:g}, or --set model.hidden_size={smaller}, or a larger corpus"]

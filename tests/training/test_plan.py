@@ -292,15 +292,28 @@ def test_weight_dropout_takes_over_only_where_the_risk_is_high():
     assert dropout_for(14, 3.3) == 0.2 and regularization_for(14, 3.3) == (0.1, rule.WEIGHT_DROP)
     risks = np.geomspace(0.1, 1e4, 200)
     assert np.all(np.diff([regularization_for(r, 1.0)[1] for r in risks]) >= 0)  # never less for a greater risk
-    assert all(regularization_for(r, 1.0)[0] <= 0.15 for r in risks)  # weight dropout takes over, not on top
+    # weight dropout takes over, not on top, until the risk passes where 0.1 and 0.25 were found best
+    assert all(regularization_for(r, 1.0)[0] <= 0.15 for r in risks if r <= rule.HEAVY[0][0])
+
+
+def test_both_dropouts_grow_with_a_risk_past_where_they_were_found_best():
+    # 1 x 768 for 18 epochs of tinyshakespeare (risk 47, the 600 s plan): 0.1 and 0.25, as weight dropout 0.4 was
+    # worse there; for 44 epochs of 225 K characters (risk 500): 0.4 and 0.5, the best pair of the sweep.
+    assert regularization_for(18, 2.6) == (0.1, 0.25) and regularization_for(44, 11.6) == (0.4, 0.5)
+    assert regularization_for(120, 2.6) == (0.35, 0.45)  # an hour of tinyshakespeare: between them
+    assert regularization_for(1e5, 1.0) == (0.4, 0.5)  # held past the strongest tried
+    risks = np.geomspace(rule.RISK_WEIGHT_DROP + 1, 1e4, 200)
+    pairs = np.array([regularization_for(r, 1.0) for r in risks])
+    assert np.all(np.diff(pairs, axis=0) >= 0)  # neither ever less for a greater risk
 
 
 def test_a_long_budget_on_a_small_corpus_plans_weight_dropout(monkeypatch):
     monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (0.01, False))  # many epochs of 100K characters
     p = planned(train_chars=100_000)
-    risk = p.finalists[0].epochs * p.chosen.capacity / 100_000
-    assert risk > rule.RISK_WEIGHT_DROP and p.config.model.weight_dropout == rule.WEIGHT_DROP
-    assert f"weight dropout {rule.WEIGHT_DROP:g}" in p.lines()[0] and "weight dropout" in p.lines()[2]
+    m, risk = p.config.model, p.finalists[0].epochs * p.chosen.capacity / 100_000
+    assert risk > rule.RISK_WEIGHT_DROP and m.weight_dropout >= rule.WEIGHT_DROP
+    assert (m.dropout, m.weight_dropout) == regularization_for(p.finalists[0].epochs, p.chosen.capacity / 100_000)
+    assert f"weight dropout {m.weight_dropout:g}" in p.lines()[0] and "weight dropout" in p.lines()[2]
 
 
 def test_the_finalists_are_timed_with_the_dropout_the_plan_gives_them(monkeypatch):
@@ -308,7 +321,7 @@ def test_the_finalists_are_timed_with_the_dropout_the_plan_gives_them(monkeypatc
     monkeypatch.setattr(speed_mod, "step_seconds", speed)
     p = planned(train_chars=100_000)
     m, t = p.config.model, p.config.train
-    assert m.dropout > 0 and m.weight_dropout == rule.WEIGHT_DROP
+    assert m.dropout > 0 and m.weight_dropout >= rule.WEIGHT_DROP
     anchors, finalists = speed.calls[:2], speed.calls[2:]
     assert [c[4:] for c in anchors] == [(0.0, 0.0)] * 2  # the line is the bare shapes' speed
     assert ("fp32", m.num_layers, m.hidden_size, t.batch_size, m.dropout, m.weight_dropout) in finalists
@@ -444,8 +457,12 @@ def test_advice_names_overfitting_and_underfitting_and_is_quiet_otherwise(tmp_pa
     (line,) = advice(tmp_path / "over", cfg, 100_000, VOCAB)
     assert line.startswith("advice: overfitting: the best validation (1.5500) came at step 1,000 of 2,000")
     assert "model.dropout=0.3" in line and "model.hidden_size=384" in line
-    assert "try --set model.weight_dropout=0.25, or" in line  # 128 epochs at 12 parameters a character
+    # 128 epochs at 12 parameters a character: the strongest pair the planner gives
+    assert "try --set model.weight_dropout=0.5 --set model.dropout=0.4, or" in line
     weighted = cfg.with_overrides(["model.weight_dropout=0.25"])
+    (line,) = advice(tmp_path / "over", weighted, 100_000, VOCAB)
+    assert "try --set model.weight_dropout=0.5 --set model.dropout=0.4, or" in line  # more than it has
+    weighted = cfg.with_overrides(["model.weight_dropout=0.5"])
     (line,) = advice(tmp_path / "over", weighted, 100_000, VOCAB)
     assert "weight_dropout" not in line  # what it has already, it is not told to try
     write_metrics(tmp_path / "under", [(500, 1.80), (1000, 1.62), (1500, 1.50)], 1.49)
