@@ -120,7 +120,7 @@ def window_seconds(precision: str, model_cfg: ModelConfig, vocab_size: int, wind
     """Seconds per step of one shape in each of `windows` (batch size, seq_len), timed in turns and cached.
 
     Two trials of one shape taken an hour apart can differ by 15% on a VM, more than a halved window gains (a 1 x 768
-    trial read 96 ms, and 110-115 ms the next day: docs/results.md), so windows are compared on trials taken in
+    trial read 96 ms, and 110-125 ms two hours later: docs/results.md), so windows are compared on trials taken in
     turns. Each window's speed is its ratio to the first's times the first's cached speed where it has one, so that
     the loop shares learnt against that speed still hold."""
     seconds = _trials(precision, model_cfg, vocab_size, windows, device)
