@@ -33,7 +33,6 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 
 import torch
 
@@ -162,8 +161,8 @@ def trials_table(repeats: int) -> None:
           "dropout | 32 × 100 apart | 64 × 50 apart | ratio of the medians apart | ratio in turns: min / median / "
           "max |\n|---|---|---:|---:|---:|---:|")
     for layers, hidden, dropout, weight_dropout in PLANS:
-        model = replace(ModelConfig(), num_layers=layers, hidden_size=hidden, embed_dim=64, dropout=dropout,
-                        weight_dropout=weight_dropout)
+        model = ModelConfig(num_layers=layers, hidden_size=hidden, embed_dim=64, dropout=dropout,
+                            weight_dropout=weight_dropout)
         full, half, turns = [], [], []
         for _ in range(repeats):
             full.append(throughput.seconds_per_step(precision, model, VOCAB, 32, 100, cpu))

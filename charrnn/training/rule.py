@@ -56,8 +56,7 @@ def dropout_for(epochs: float, params_per_char: float) -> float:
     risk = epochs * params_per_char
     if risk <= RISK_FREE:
         return 0.0
-    dropout = RISK_BEST[1] * math.log(risk / RISK_FREE) / math.log(RISK_BEST[0] / RISK_FREE)
-    return min(round(dropout * 20) / 20, 0.3)
+    return min(_in_steps(RISK_BEST[1] * math.log(risk / RISK_FREE) / math.log(RISK_BEST[0] / RISK_FREE)), 0.3)
 
 
 def regularization_for(epochs: float, params_per_char: float) -> tuple[float, float]:
@@ -67,10 +66,14 @@ def regularization_for(epochs: float, params_per_char: float) -> tuple[float, fl
     risk = epochs * params_per_char
     if risk <= RISK_WEIGHT_DROP:
         return dropout_for(epochs, params_per_char), 0.0
-    (low, *mild), (high, *heavy) = HEAVY
+    (low, dropout, weight), (high, heavy_dropout, heavy_weight) = HEAVY
     share = min(max(math.log(risk / low) / math.log(high / low), 0.0), 1.0)
-    dropout, weight = (round((a + share * (b - a)) * 20) / 20 for a, b in zip(mild, heavy, strict=True))
-    return dropout, weight
+    return _in_steps(dropout + share * (heavy_dropout - dropout)), _in_steps(weight + share * (heavy_weight - weight))
+
+
+def _in_steps(p: float) -> float:
+    """A dropout rate to the nearest 0.05, the grid the sweeps were run on."""
+    return round(p * 20) / 20
 
 
 def lr_for(num_layers: int, hidden_size: int, batch_size: int, seq_len: int) -> float:
