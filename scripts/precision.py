@@ -23,7 +23,8 @@ between the layers drawn by the fused cell (torch's mask) and by charrnn, which 
 --mask times the plans' recipe (64 x 50, dropout 0.1, weight dropout 0.25) with the 16-bit mask charrnn used
 until 2026-12-06 and with its 8-bit one. --trials N repeats the planner's own trials (charrnn.training.throughput)
 of the plans' shapes with their dropouts, N times: each window timed apart, and both in turns as the plan now
-decides the window, and prints the spread of each. Run it alone on the machine.
+decides the window (in the planner's two rounds, and in four), and prints the spread of each. Run it alone on the
+machine.
 """
 
 from __future__ import annotations
@@ -158,26 +159,30 @@ def trials_table(repeats: int) -> None:
     cpu = torch.device("cpu")
     precision = resolve_precision("auto", cpu)
     print(f"{precision}; {repeats} repeats of each, in ms a step: min / median / max\n\n| LSTM | dropout, weight "
-          "dropout | 32 × 100 apart | 64 × 50 apart | ratio of the medians apart | ratio in turns: min / median / "
-          "max |\n|---|---|---:|---:|---:|---:|")
+          "dropout | 32 × 100 apart | 64 × 50 apart | ratio of the medians apart | "
+          + " | ".join(f"ratio in turns, {r} rounds: min / median / max" for r in ROUNDS)
+          + " |\n|---|---|---:|---:|---:|" + "---:|" * len(ROUNDS))
     for layers, hidden, dropout, weight_dropout in PLANS:
         model = ModelConfig(num_layers=layers, hidden_size=hidden, embed_dim=64, dropout=dropout,
                             weight_dropout=weight_dropout)
-        full, half, turns = [], [], []
+        full, half, turns = [], [], {r: [] for r in ROUNDS}
         for _ in range(repeats):
             full.append(throughput.seconds_per_step(precision, model, VOCAB, 32, 100, cpu))
             half.append(throughput.seconds_per_step(precision, model, VOCAB, 64, 50, cpu))
-            pair = throughput.window_seconds(precision, model, VOCAB, [(32, 100), (64, 50)], cpu)
-            throughput.write_cache({})  # the next pair is measured afresh, not scaled to this one
-            turns.append(pair[0] / pair[1])
+            for rounds, ratios in turns.items():
+                pair = throughput.window_seconds(precision, model, VOCAB, [(32, 100), (64, 50)], cpu, rounds)
+                throughput.write_cache({})  # the next pair is measured afresh, not scaled to this one
+                ratios.append(pair[0] / pair[1])
         spread = [" / ".join(f"{f(v) * 1e3:.1f}" for f in (min, statistics.median, max)) for v in (full, half)]
         print(f"| {layers} × {hidden} | {dropout}, {weight_dropout} | {spread[0]} | {spread[1]} | "
               f"{statistics.median(full) / statistics.median(half):.2f} | "
-              f"{' / '.join(f'{f(turns):.2f}' for f in (min, statistics.median, max))} |")
+              + " | ".join(" / ".join(f"{f(r):.2f}" for f in (min, statistics.median, max)) for r in turns.values())
+              + " |")
 
 
 # The plans' shapes with the dropouts they get (docs/planner.md): (layers, hidden, dropout, weight dropout)
 PLANS = [(1, 512, 0.1, 0.0), (1, 768, 0.1, 0.25), (1, 1024, 0.1, 0.25)]
+ROUNDS = (2, 4)  # a window pair's timed rounds: the planner's (throughput.STEPS), and twice as many
 
 
 if __name__ == "__main__":

@@ -112,18 +112,19 @@ def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, ba
                      device: torch.device) -> float:
     """The fastest of STEPS training steps (forward, backward, AdamW) of a fresh model on random ids, with the
     dropout its config has, or the one step after the warm-up when that took over LONG_STEP."""
-    return _trials(precision, model_cfg, vocab_size, [(batch_size, seq_len)], device)[0]
+    return _trials(precision, model_cfg, vocab_size, [(batch_size, seq_len)], device, STEPS)[0]
 
 
 def window_seconds(precision: str, model_cfg: ModelConfig, vocab_size: int, windows: list[tuple[int, int]],
-                   device: torch.device) -> list[float]:
-    """Seconds per step of one shape in each of `windows` (batch size, seq_len), timed in turns and cached.
+                   device: torch.device, rounds: int = STEPS) -> list[float]:
+    """Seconds per step of one shape in each of `windows` (batch size, seq_len), timed in turns, `rounds` steps of
+    each, and cached.
 
     Two trials of one shape taken an hour apart can differ by 15% on a VM, more than a halved window gains (a 1 x 768
     trial read 96 ms, and 110-125 ms two hours later: docs/results.md), so windows are compared on trials taken in
     turns. Each window's speed is its ratio to the first's times the first's cached speed where it has one, so that
     the loop shares learnt against that speed still hold."""
-    seconds = _trials(precision, model_cfg, vocab_size, windows, device)
+    seconds = _trials(precision, model_cfg, vocab_size, windows, device, rounds)
     first = cached_seconds(precision, model_cfg, vocab_size, *windows[0], device)
     seconds = [s * (first / seconds[0] if first is not None else 1.0) for s in seconds]
     write_cache({**read_cache(), **{_key(precision, model_cfg, vocab_size, batch_size, seq_len, device): s
@@ -132,8 +133,8 @@ def window_seconds(precision: str, model_cfg: ModelConfig, vocab_size: int, wind
 
 
 def _trials(precision: str, model_cfg: ModelConfig, vocab_size: int, windows: list[tuple[int, int]],
-            device: torch.device) -> list[float]:
-    """The fastest of STEPS steps in each window, one step of each a round, after an untimed warm-up round."""
+            device: torch.device, rounds: int) -> list[float]:
+    """The fastest of `rounds` steps in each window, one step of each a round, after an untimed warm-up round."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeding is untouched
         torch.manual_seed(0)
         model = CharRNN(vocab_size, model_cfg).to(device)
@@ -141,7 +142,7 @@ def _trials(precision: str, model_cfg: ModelConfig, vocab_size: int, windows: li
         batches = [torch.randint(vocab_size, (batch_size, seq_len + 1), device=device)
                    for batch_size, seq_len in windows]
         best = [math.inf] * len(windows)
-        for round_ in range(STEPS + 1):
+        for round_ in range(rounds + 1):
             for i, ids in enumerate(batches):
                 sync(device)
                 start = perf_counter()

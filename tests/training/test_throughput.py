@@ -88,3 +88,13 @@ def test_two_windows_are_timed_in_turns_and_cached_against_the_first_windows_own
     monkeypatch.setattr(throughput, "perf_counter", clock.__next__)
     assert throughput.window_seconds("fp32", model, 10, windows, cpu) == pytest.approx([0.2, 0.16])
     assert [throughput.cached_seconds("fp32", model, 10, *w, cpu) for w in windows] == pytest.approx([0.2, 0.16])
+
+
+def test_a_window_pair_can_be_timed_in_more_rounds_where_a_benchmark_asks(monkeypatch, tmp_path):
+    """scripts/precision.py --trials compares the planner's STEPS rounds with more: each window's fastest counts."""
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path))
+    rounds = [(1.0, 0.1, 1.0, 0.095), (1.0, 0.105, 1.0, 0.095), (1.0, 0.1, 1.0, 0.08), (1.0, 0.1, 1.0, 0.08)]
+    clock = itertools.accumulate(itertools.chain([0.0], (1.0,), *rounds))
+    monkeypatch.setattr(throughput, "perf_counter", clock.__next__)
+    model, cpu = ModelConfig(hidden_size=8, embed_dim=4), torch.device("cpu")
+    assert throughput.window_seconds("fp32", model, 10, [(2, 6), (4, 3)], cpu, 4) == pytest.approx([0.1, 0.08])
