@@ -24,7 +24,7 @@ from charrnn.data.split import split_of
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
 from charrnn.training.distributed import World
-from charrnn.training.rule import COVERAGE, RISK_WEIGHT_DROP, lr_for, used_symbols
+from charrnn.training.rule import COVERAGE, RISK_WEIGHT_DROP, lr_for, risk, used_symbols
 from charrnn.training.speed import Estimate, Share, SpeedModel, precisions
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "model.weight_dropout",
@@ -254,7 +254,7 @@ def _passed_over(finalists: list[Estimate], fits: list[Estimate], rank: Callable
 def _fewest_first(ranked: list[Estimate], rank: Callable[[Estimate], float], train_chars: int) -> list[Estimate]:
     """`ranked` (best first) with, where its best risks overfitting, the candidates rated within RULE_MARGIN of it
     first, fewest parameters first."""
-    if ranked[0].epochs * ranked[0].capacity / train_chars <= RISK_WEIGHT_DROP:
+    if risk(ranked[0].epochs, ranked[0].capacity / train_chars) <= RISK_WEIGHT_DROP:
         return ranked
     level = [e for e in ranked if rank(e) <= rank(ranked[0]) + RULE_MARGIN]  # a prefix of `ranked`
     return sorted(level, key=lambda e: e.capacity) + ranked[len(level):]

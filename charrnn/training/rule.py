@@ -49,25 +49,30 @@ def used_symbols(ids: np.ndarray, vocab_size: int) -> int:
     return int(np.searchsorted(np.cumsum(counts), COVERAGE * total) + 1) if total else vocab_size
 
 
+def risk(epochs: float, params_per_char: float) -> float:
+    """The risk of overfitting: epochs times parameters per training character (char-rnn's advice: the more the
+    model can memorize, and the more often it sees the text, the more it will)."""
+    return epochs * params_per_char
+
+
 def dropout_for(epochs: float, params_per_char: float) -> float:
-    """Dropout by the risk of overfitting, epochs times parameters per training character (char-rnn's advice: more
-    dropout the more the model can memorize): none up to RISK_FREE, then growing with the log of the risk through
+    """Dropout by the `risk` of overfitting: none up to RISK_FREE, then growing with the log of the risk through
     the presets' best, in steps of 0.05 up to 0.3."""
-    risk = epochs * params_per_char
-    if risk <= RISK_FREE:
+    at = risk(epochs, params_per_char)
+    if at <= RISK_FREE:
         return 0.0
-    return min(_in_steps(RISK_BEST[1] * math.log(risk / RISK_FREE) / math.log(RISK_BEST[0] / RISK_FREE)), 0.3)
+    return min(_in_steps(RISK_BEST[1] * math.log(at / RISK_FREE) / math.log(RISK_BEST[0] / RISK_FREE)), 0.3)
 
 
 def regularization_for(epochs: float, params_per_char: float) -> tuple[float, float]:
     """(dropout, weight_dropout) by the risk of overfitting: `dropout_for` alone up to RISK_WEIGHT_DROP; above it,
     weight dropout on the recurrent weights with dropout held at the presets' best, 0.1, then both growing from
     HEAVY's first risk to its second's values, in steps of 0.05."""
-    risk = epochs * params_per_char
-    if risk <= RISK_WEIGHT_DROP:
+    at = risk(epochs, params_per_char)
+    if at <= RISK_WEIGHT_DROP:
         return dropout_for(epochs, params_per_char), 0.0
     (low, dropout, weight), (high, heavy_dropout, heavy_weight) = HEAVY
-    share = min(max(math.log(risk / low) / math.log(high / low), 0.0), 1.0)
+    share = min(max(math.log(at / low) / math.log(high / low), 0.0), 1.0)
     return _in_steps(dropout + share * (heavy_dropout - dropout)), _in_steps(weight + share * (heavy_weight - weight))
 
 
