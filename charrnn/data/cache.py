@@ -28,6 +28,7 @@ from charrnn.vocab import dtype_for
 FORMAT = 4  # bump whenever the entry layout changes: older entries are then rebuilt
 _VALIDATE_BYTES = 16 << 20  # read ids in pieces this big to check their range, without mapping them all
 _TMP, _TRASH = ".tmp-", ".trash-"
+_TRIES = 5  # renames tried before giving up on an entry that other processes keep changing
 
 
 class Damaged(Exception):
@@ -87,10 +88,11 @@ def open_entry(entry: Path, vocab_size: Callable[[dict[str, Any]], int]) -> Entr
 
 def store(entry: Path, meta: dict[str, Any], write: Callable[[Path], None],
           vocab_size: Callable[[dict[str, Any]], int]) -> Entry:
-    """Write an entry atomically (temp dir, then rename), replacing a damaged one.
+    """Write an entry atomically (temp dir, then rename), replacing a damaged or stale one.
 
-    A valid entry of the same text that a racing process (another DDP rank) stored meanwhile is kept
-    and returned: replacing it would pull the files from under that process before it maps them.
+    Another process (a DDP rank) may store the same text at the same moment. The rename never
+    replaces an entry: a valid one of the same text that got there first is kept and returned,
+    and this process's ids are mapped before the rename, so no later move can pull them away.
 
     When the cache dir is not writable, the ids go to a private temp file that is unlinked once
     mapped: nothing is left behind, and the entry says it is not cached.
@@ -110,16 +112,10 @@ def store(entry: Path, meta: dict[str, Any], write: Callable[[Path], None],
                 raise UserError(f"cannot cache the encoded corpus in {entry.parent}: {e.strerror}; free some space "
                                 "or point CHARRNN_CACHE_DIR elsewhere") from None
             raise UserError(f"cannot write the corpus cache in {entry.parent}: {e.strerror or e}") from None
-        try:
-            raced = open_entry(entry, vocab_size)
-        except Damaged:
-            raced = None
-        if raced is not None and raced.meta["hash"] == meta["hash"]:  # the same text, encoded by another process
-            return raced
-        _replace_dir(tmp, entry)
+        own = Entry(np.load(tmp / "ids.npy", mmap_mode="r"), meta, cached=True)  # the map outlives any rename
+        return _settle(tmp, entry, own, vocab_size)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rename succeeded
-    return Entry(np.load(entry / "ids.npy", mmap_mode="r"), meta, cached=True)
 
 
 def clean_stale(parent: Path) -> None:
@@ -130,20 +126,28 @@ def clean_stale(parent: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _replace_dir(tmp: Path, entry: Path) -> None:
-    """Rename `tmp` to `entry`; a damaged `entry` is moved aside first, a complete one renamed meanwhile wins."""
-    if entry.exists():
+def _settle(tmp: Path, entry: Path, own: Entry, vocab_size: Callable[[dict[str, Any]], int]) -> Entry:
+    """Rename `tmp` to `entry`, or keep a valid entry of the same text that is there; a bad one is moved aside."""
+    for _ in range(_TRIES):
+        try:
+            os.rename(tmp, entry)  # fails on an existing entry (ENOTEMPTY or EEXIST): never replaces one
+            return own
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise UserError(f"cannot write the corpus cache entry {entry}: {e.strerror or e}") from None
+        try:
+            there = open_entry(entry, vocab_size)
+        except Damaged:
+            there = None
+        if there is not None and there.meta["hash"] == own.meta["hash"]:  # the same text, stored by a racing process
+            return there
         trash = entry.parent / f"{_TRASH}{os.getpid()}-{entry.name}"  # pid first, as clean_stale reads it
         try:
-            os.replace(entry, trash)
+            os.rename(entry, trash)  # damaged or stale: moved aside whole, so no reader sees it half deleted
         except OSError:
-            pass
+            pass  # gone already: another process moved it
         shutil.rmtree(trash, ignore_errors=True)
-    try:
-        os.replace(tmp, entry)
-    except OSError:
-        if not (entry / "meta.json").exists():  # not a racing process's complete entry: a real failure
-            raise UserError(f"cannot write the corpus cache entry {entry}") from None
+    raise UserError(f"cannot write the corpus cache entry {entry}: other processes keep replacing it")
 
 
 def _store_private(meta: dict[str, Any], write: Callable[[Path], None]) -> Entry:

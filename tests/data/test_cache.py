@@ -1,6 +1,7 @@
 """The corpus cache heals damaged entries, notices rewritten files, and never leaves temporaries behind."""
 
 import json
+import multiprocessing
 import os
 import tempfile
 
@@ -132,3 +133,39 @@ def test_a_valid_entry_that_a_racing_process_stored_is_kept_not_pulled_away(corp
     assert text_of(load_corpus(corpus)) == "the quick brown fox\n" * 50
     assert got.cached
     assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temp or trash dir left
+
+
+def _load_each(barrier, paths, errors):
+    """One of two racing processes: load every corpus at the same moment as the other, pausing at each step."""
+    import random
+    import time
+
+    def slow(call):
+        return lambda *args: (call(*args), time.sleep(random.uniform(0, 0.005)))[0]
+
+    # Pauses after each look at the entry and each rename widen the windows between them, as a busy machine does.
+    os.rename, os.replace, cache.open_entry = slow(os.rename), slow(os.replace), slow(cache.open_entry)
+    for path in paths:
+        barrier.wait()
+        try:
+            assert text_of(load_corpus(path)) == path.read_text()
+        except BaseException as e:
+            errors.put(f"{path.name}: {type(e).__name__}: {e}")
+
+
+def test_two_processes_encoding_one_new_corpus_at_once_both_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))  # as two DDP ranks on a corpus never cached
+    paths = []
+    for i in range(40):
+        paths.append(tmp_path / f"c{i}.txt")
+        paths[-1].write_text(f"text number {i}\n" * 500)
+    context = multiprocessing.get_context("spawn")
+    barrier, errors = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_load_each, args=(barrier, paths, errors)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert errors.empty(), errors.get()
+    assert len(list((tmp_path / "cache").iterdir())) == len(paths)  # one entry each; no temp or trash dir left
