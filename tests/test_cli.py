@@ -265,3 +265,15 @@ def test_a_preset_by_name_and_a_duration(tmp_path, corpus_file):
     refused = invoke("train", corpus_file, "--run-dir", tmp_path / "s", "--time-budget", "10x", check=False)
     assert refused.returncode == 2
     assert "'--time-budget': '10x' is not a duration such as 90, 90s, 10m or 1h30m" in refused.stderr.decode()
+
+
+def test_an_unforeseen_file_error_names_the_file_not_the_output(tiny_run, monkeypatch):
+    import charrnn.checkpoint
+
+    def gone(path):  # e.g. a file another process removed a moment after it was checked
+        raise FileNotFoundError(2, "No such file or directory", "/cache/entry/ids.npy")
+
+    monkeypatch.setattr(charrnn.checkpoint, "describe", gone)
+    result = invoke("info", tiny_run, check=False)
+    assert result.returncode == 1
+    assert result.stderr.decode() == "Error: /cache/entry/ids.npy: No such file or directory\n"

@@ -14,6 +14,7 @@ import click
 from charrnn import __version__
 from charrnn.config import MAX_INT
 from charrnn.errors import UserError
+from charrnn.files import describe_os_error
 
 
 class _Group(click.Group):
@@ -30,8 +31,11 @@ class _Group(click.Group):
         except BrokenPipeError:  # e.g. `charrnn sample ... | head`: the reader has all it wanted
             _discard_stdout()
             sys.exit(0)
-        except OSError as e:  # stdout on a full disk, a closed terminal: nothing more can be shown there
-            _discard_stdout()
+        except OSError as e:
+            if e.filename is not None:  # a file the command used, which no check above foresaw: name it
+                note(f"Error: {e.filename}: {describe_os_error(e)}")
+                sys.exit(1)
+            _discard_stdout()  # stdout on a full disk, a closed terminal: nothing more can be shown there
             note(f"Error: cannot write the output: {e.strerror or e}")
             sys.exit(1)
 
