@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ def setup(device_name: str) -> World:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        # DDP imports torch._dynamo, and an import after the group exists holds it in C++ past
+        # destroy_process_group: its gloo threads lived on to exit, where they aborted a finished run.
+        importlib.import_module("torch._dynamo")
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return World(device, dist.get_rank(), dist.get_world_size())
 

@@ -82,3 +82,27 @@ def test_a_signal_to_one_rank_only_never_hangs_the_others(tmp_path, corpus_file,
     assert 5 <= saved.run.step <= 6
     assert len(saved.run.rng) == 2
     assert saved.run.val_loss is not None
+
+
+WORKER = r"""
+import os, sys, torch
+from charrnn.training.distributed import setup, teardown
+world = setup("cpu")
+torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 3))  # as build() wraps the model
+teardown(world)
+names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+sys.stdout.write(f"rank {world.rank} threads after teardown: {sorted(names)}\n")  # one write: the ranks share a pipe
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads from /proc (Linux)")
+def test_no_gloo_thread_outlives_teardown(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script)], cwd=ROOT, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    lines = [line for line in result.stdout.decode().splitlines() if "threads after teardown" in line]
+    assert len(lines) == 2
+    for line in lines:  # a group still alive keeps its threads to interpreter exit, where they can abort the run
+        assert "gloo" not in line, line
