@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import random
@@ -82,7 +83,14 @@ def setup(device_name: str) -> World:
 
 
 def teardown(world: World) -> None:
+    """Leave the process group; the caller has let go of its DDP model by now.
+
+    The group must not outlive its last user inside the DDP reducer: the reducer's destructor joins
+    gloo's threads holding the GIL, which a gloo thread releasing a finished collective's tensors
+    waits for (a deadlock). Destroyed here, through its own Python handle, it joins without the GIL.
+    """
     if world.enabled and dist.is_initialized():
+        gc.collect()  # a DDP model left in a reference cycle goes first
         dist.destroy_process_group()
 
 

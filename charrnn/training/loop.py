@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -72,41 +73,50 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
     rundir.check_run_dir(run_dir, resume is not None, overwrite)
     world = setup(cfg.train.device)
     try:
-        if cfg.train.precision == "fp16" and world.device.type != "cuda":
-            raise UserError(f"train.precision fp16 needs CUDA; use bf16 or fp32 on {world.device}")
-        check_memory(cfg, 1, cfg.train.batch_size // world.size, cfg.train.seq_len, world)  # before encoding
-        echo = echo if world.is_main else (lambda s: None)
-        with hold_run_dir(run_dir, world, echo), StopSignals() as signals:
-            if resume is not None and resume.changed():
-                raise UserError(f"{run_dir}'s last.pt changed while this resume was starting (another trainer was "
-                                "still running); run the same command again")
-            corpus = load_data(cfg.data, skip_dir=skip_dir(run_dir), verify=resume is not None,
-                               progress=progress and world.is_main, check=signals.check)
-            report_corpus(corpus, echo)
-            split = split_of(corpus, cfg.data)
-            cfg = cfg.with_overrides((), {"data.split": split.rule})  # the rule 'auto' chose, as the record says
-            echo(split.describe())
-            planned = plan_in(world, cfg, plan, split.train, corpus.vocab.size, echo) if plan and not resume \
-                else None
-            cfg = planned.config if planned else cfg
-            parts = build(cfg, world, corpus, split, echo)
-            if cfg.train.precision == "auto":
-                echo(f"train.precision auto: {parts.precision} on {world.device}"
-                     + (f" ({parts.precision_why})" if parts.precision_why else ""))
-            if resume is None:
-                state = RunState(run_id=agreed_run_id(world), corpus_hash=corpus.content_hash,
-                                 elapsed=planned.seconds if planned else 0.0)  # planning counts in the budget
-                torch.manual_seed(cfg.train.seed + world.rank)  # dropout masks differ between processes
-            else:
-                state = restore(resume, parts, corpus, world, cfg.train, run_dir)
-            if world.is_main:
-                record = (planned.record() if planned else "") + cfg.to_toml()
-                rundir.prepare(run_dir, state.run_id, record, fresh=resume is None, overwrite=overwrite)
-            world.barrier()
-            loop = _Loop(cfg, run_dir, world, parts, signals, echo, corpus, split)
-            return loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
+        return _train(cfg, run_dir, world, resume, overwrite, echo, progress, plan)
+    except BaseException as e:
+        traceback.clear_frames(e.__traceback__)  # they hold the DDP model, which must go before the group (teardown)
+        raise
     finally:
         teardown(world)
+
+
+def _train(cfg: Config, run_dir: Path, world: World, resume: Resume | None, overwrite: bool,
+           echo: Callable[[str], None], progress: bool, plan: Sequence[str]) -> TrainResult:
+    """The run in `world`'s processes, which the caller joins and leaves."""
+    if cfg.train.precision == "fp16" and world.device.type != "cuda":
+        raise UserError(f"train.precision fp16 needs CUDA; use bf16 or fp32 on {world.device}")
+    check_memory(cfg, 1, cfg.train.batch_size // world.size, cfg.train.seq_len, world)  # before encoding
+    echo = echo if world.is_main else (lambda s: None)
+    with hold_run_dir(run_dir, world, echo), StopSignals() as signals:
+        if resume is not None and resume.changed():
+            raise UserError(f"{run_dir}'s last.pt changed while this resume was starting (another trainer was "
+                            "still running); run the same command again")
+        corpus = load_data(cfg.data, skip_dir=skip_dir(run_dir), verify=resume is not None,
+                           progress=progress and world.is_main, check=signals.check)
+        report_corpus(corpus, echo)
+        split = split_of(corpus, cfg.data)
+        cfg = cfg.with_overrides((), {"data.split": split.rule})  # the rule 'auto' chose, as the record says
+        echo(split.describe())
+        planned = plan_in(world, cfg, plan, split.train, corpus.vocab.size, echo) if plan and not resume \
+            else None
+        cfg = planned.config if planned else cfg
+        parts = build(cfg, world, corpus, split, echo)
+        if cfg.train.precision == "auto":
+            echo(f"train.precision auto: {parts.precision} on {world.device}"
+                 + (f" ({parts.precision_why})" if parts.precision_why else ""))
+        if resume is None:
+            state = RunState(run_id=agreed_run_id(world), corpus_hash=corpus.content_hash,
+                             elapsed=planned.seconds if planned else 0.0)  # planning counts in the budget
+            torch.manual_seed(cfg.train.seed + world.rank)  # dropout masks differ between processes
+        else:
+            state = restore(resume, parts, corpus, world, cfg.train, run_dir)
+        if world.is_main:
+            record = (planned.record() if planned else "") + cfg.to_toml()
+            rundir.prepare(run_dir, state.run_id, record, fresh=resume is None, overwrite=overwrite)
+        world.barrier()
+        loop = _Loop(cfg, run_dir, world, parts, signals, echo, corpus, split)
+        return loop.run(state, resumed=resume is not None, progress=progress and world.is_main)
 
 
 class _Loop:

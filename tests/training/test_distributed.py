@@ -22,7 +22,7 @@ SETTINGS = ["--config", str(ROOT / "configs" / "tiny.toml"), "--device", "cpu", 
 def torchrun(*args: str) -> None:
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "charrnn", *map(str, args)], cwd=ROOT, capture_output=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # a hang fails, not stalls
     assert result.returncode == 0, result.stderr.decode()[-3000:]
 
 
@@ -106,3 +106,44 @@ def test_no_gloo_thread_outlives_teardown(tmp_path):
     assert len(lines) == 2
     for line in lines:  # a group still alive keeps its threads to interpreter exit, where they can abort the run
         assert "gloo" not in line, line
+
+
+WATCHER = r"""
+import gc, sys, torch, torch.distributed as dist
+import charrnn.training.loop
+from charrnn.cli import main
+from charrnn.errors import UserError
+
+destroy = dist.destroy_process_group
+
+
+def watched(*args, **kwargs):
+    alive = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+    sys.stdout.write(f"DDP models alive as the group goes: {alive}\n")  # one write: the ranks share a pipe
+    destroy(*args, **kwargs)
+
+
+def fail(self, *args, **kwargs):
+    raise UserError("the disk is full")
+
+
+dist.destroy_process_group = watched
+if sys.argv.pop(1) == "fail":
+    charrnn.training.loop._Loop.run = fail
+main()
+"""
+
+
+@pytest.mark.parametrize("ending", ["finish", "fail"])
+def test_the_ddp_model_is_gone_before_its_group(tmp_path, corpus_file, ending):
+    # DDP's reducer, were it the group's last holder, would join gloo's threads holding the GIL that a gloo thread
+    # releasing a finished collective's tensors waits for: a run that hung at its very end, now and then.
+    script = tmp_path / "watcher.py"
+    script.write_text(WATCHER)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script), ending, "train", str(corpus_file), "--run-dir", str(tmp_path / "ddp"),
+                             *SETTINGS, "--max-steps", "2"], cwd=ROOT, capture_output=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert (result.returncode != 0) == (ending == "fail"), result.stderr.decode()[-3000:]
+    lines = [line for line in result.stdout.decode().splitlines() if "as the group goes" in line]
+    assert lines == ["DDP models alive as the group goes: 0"] * 2, result.stdout.decode()
