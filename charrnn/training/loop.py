@@ -75,7 +75,8 @@ def train(cfg: Config, run_dir: Path, *, resume: Resume | None = None, overwrite
     try:
         return _train(cfg, run_dir, world, resume, overwrite, echo, progress, plan)
     except BaseException as e:
-        traceback.clear_frames(e.__traceback__)  # they hold the DDP model, which must go before the group (teardown)
+        if world.enabled:  # the frames hold the DDP model, which must go before the group (teardown)
+            traceback.clear_frames(e.__traceback__)
         raise
     finally:
         teardown(world)
