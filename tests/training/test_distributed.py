@@ -19,10 +19,15 @@ SETTINGS = ["--config", str(ROOT / "configs" / "tiny.toml"), "--device", "cpu", 
             "--set", "train.lr=1e-3"]
 
 
-def torchrun(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             "-m", "charrnn", *map(str, args)], cwd=ROOT, capture_output=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # a hang fails, not stalls
+def launch(*target: object) -> subprocess.CompletedProcess:
+    """torchrun with 2 CPU processes of one thread each, running `target`: a script and its arguments, or -m."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           *map(str, target)], cwd=ROOT, capture_output=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # a hang fails, not stalls
+
+
+def torchrun(*args: object) -> None:
+    result = launch("-m", "charrnn", *args)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
 
 
@@ -99,8 +104,7 @@ sys.stdout.write(f"rank {world.rank} threads after teardown: {sorted(names)}\n")
 def test_no_gloo_thread_outlives_teardown(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(script)], cwd=ROOT, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = launch(script)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     lines = [line for line in result.stdout.decode().splitlines() if "threads after teardown" in line]
     assert len(lines) == 2
@@ -140,10 +144,7 @@ def test_the_ddp_model_is_gone_before_its_group(tmp_path, corpus_file, ending):
     # releasing a finished collective's tensors waits for: a run that hung at its very end, now and then.
     script = tmp_path / "watcher.py"
     script.write_text(WATCHER)
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(script), ending, "train", str(corpus_file), "--run-dir", str(tmp_path / "ddp"),
-                             *SETTINGS, "--max-steps", "2"], cwd=ROOT, capture_output=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    result = launch(script, ending, "train", corpus_file, "--run-dir", tmp_path / "ddp", *SETTINGS, "--max-steps", 2)
     assert (result.returncode != 0) == (ending == "fail"), result.stderr.decode()[-3000:]
     lines = [line for line in result.stdout.decode().splitlines() if "as the group goes" in line]
     assert lines == ["DDP models alive as the group goes: 0"] * 2, result.stdout.decode()
