@@ -19,11 +19,14 @@ SETTINGS = ["--config", str(ROOT / "configs" / "tiny.toml"), "--device", "cpu", 
             "--set", "train.lr=1e-3"]
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def launch(*target: object) -> subprocess.CompletedProcess:
     """torchrun with 2 CPU processes of one thread each, running `target`: a script and its arguments, or -m."""
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           *map(str, target)], cwd=ROOT, capture_output=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # a hang fails, not stalls
+    return subprocess.run([*TORCHRUN, *map(str, target)], cwd=ROOT, capture_output=True, env=ONE_THREAD,
+                          timeout=300)  # a hang fails, not stalls
 
 
 def torchrun(*args: object) -> None:
@@ -68,12 +71,10 @@ def worker_pid(parent: int, rank: int) -> int | None:
 def test_a_signal_to_one_rank_only_never_hangs_the_others(tmp_path, corpus_file, delay):
     corpus = tmp_path / "c.txt"
     corpus.write_text(corpus_file.read_text() * 12)  # ~240 KB: half of it a long final validation
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             "-m", "charrnn", "train", str(corpus), "--run-dir", str(tmp_path / "ddp"), *SETTINGS,
-                             "--max-steps", "6", "--set", "data.val_fraction=0.5", "--set", "train.eval_chars=0",
-                             "--set", "model.hidden_size=256"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen([*TORCHRUN, "-m", "charrnn", "train", str(corpus), "--run-dir", str(tmp_path / "ddp"),
+                             *SETTINGS, "--max-steps", "6", "--set", "data.val_fraction=0.5", "--set",
+                             "train.eval_chars=0", "--set", "model.hidden_size=256"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ONE_THREAD)
     metrics = tmp_path / "ddp" / "metrics.jsonl"
     while not (metrics.exists() and metrics.read_text()):  # step 4 is logged, with its validation
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
