@@ -207,11 +207,11 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     usable = _early_depth(fits, depth_given) or \
         [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.capacity))]  # nothing fits: the smallest that runs
     usable = _fewest_first(usable, rank, train_chars)
-    # The finalists, best first, in the precision the anchors chose: measured while the planning, with this timing,
-    # stays within its share of the budget, from the cache always; the rest keep the anchors' estimate.
+    # The finalists, best first, in the precision the anchors chose: timed in turns, as many as the planning's share
+    # of the budget affords, from the cache always; the rest keep the anchors' estimate.
     # Each is timed with the dropout its estimate's epochs call for, which its run will have.
     regularized = [speed.regularized(e, train_chars) for e in usable[:FINALISTS]]
-    timed = {e.model: speed.time(e, measure=share.afford(speed.trial_cost(e))) for e in regularized}
+    timed = speed.time_finalists(regularized)
     ranked = _early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget) for e in regularized),
                                  key=rank), depth_given)
     finalists = _fewest_first(ranked, rank, train_chars)

@@ -18,12 +18,13 @@ from charrnn.model import parameter_count, train_flops_per_char
 from charrnn.training.precision import MARGIN
 from charrnn.training.rule import predicted_loss, regularization_for
 from charrnn.training.throughput import (
+    Trial,
     cached_seconds,
     loop_shares,
     prepare,
     step_seconds,
     trial_seconds,
-    window_seconds,
+    turn_seconds,
 )
 
 ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw the speed line through
@@ -179,17 +180,31 @@ class SpeedModel:
     def _cached(self, precision: str, model: ModelConfig, batch: int, seq_len: int) -> float | None:
         return cached_seconds(precision, model, self.vocab_size, batch // self.processes, seq_len, self.device)
 
-    def time(self, e: Estimate, measure: bool) -> float | None:
-        """Seconds per step of a candidate in its precision: cached, else measured if `measure`, else None."""
-        cached = self._cached(e.precision, e.model, e.batch_size, e.seq_len)
-        if cached is not None or not measure:
-            return cached
-        return self._time(e.precision, e.model, e.batch_size, e.seq_len)
+    def time_finalists(self, finalists: list[Estimate]) -> dict[ModelConfig, float]:
+        """Seconds per step of the finalists, by model: the cached ones read, and the rest timed in turns, as many
+        as the planning's share affords, best first.
 
-    def trial_cost(self, e: Estimate) -> float:
-        """The seconds that timing `e` would take, by its estimate; nothing if it is cached."""
-        return 0.0 if self._cached(e.precision, e.model, e.batch_size, e.seq_len) is not None else \
-            trial_seconds(e.seconds_per_step)
+        A cached finalist was timed at another moment, which on a VM can be 15% slower or faster than now, more than
+        separates two finalists; so the first cached one is timed in turns with them where the share affords it too,
+        and their speeds are read on its cached scale."""
+        known = {e.model: s for e in finalists if (s := self._cached(e.precision, e.model, e.batch_size,
+                                                                       e.seq_len)) is not None}
+        todo: list[Estimate] = []
+        cost = 0.0
+        for e in finalists:
+            price = trial_seconds(e.seconds_per_step)
+            if e.model not in known and self.share.afford(cost + price):
+                todo.append(e)
+                cost += price
+        anchor = next((e for e in finalists if e.model in known), None)
+        if anchor and todo and self.share.afford(cost + trial_seconds(known[anchor.model])):
+            todo = [anchor, *todo]
+        if todo:
+            self.share.before_timing()
+            seconds = turn_seconds([Trial(e.precision, e.model, e.batch_size // self.processes, e.seq_len)
+                                    for e in todo], self.vocab_size, self.device)
+            known |= {e.model: s for e, s in zip(todo, seconds, strict=True)}
+        return known
 
     def halve_window(self, e: Estimate, train_chars: int, seconds: float) -> tuple[Estimate, str]:
         """`e` in twice the streams of half the window, the same characters a step, where the two windows timed in
@@ -205,9 +220,9 @@ class SpeedModel:
             per_full = self._cached(e.precision, e.model, e.batch_size, e.seq_len) or e.seconds_per_step
         elif self.share.afford(2 * trial_seconds(e.seconds_per_step)):  # the same characters a step: about as long
             self.share.before_timing()
-            per_full, per_half = window_seconds(e.precision, e.model, self.vocab_size,
-                                                [(e.batch_size // self.processes, e.seq_len),
-                                                 (b // self.processes, t)], self.device)
+            per_full, per_half = turn_seconds([Trial(e.precision, e.model, e.batch_size // self.processes, e.seq_len),
+                                               Trial(e.precision, e.model, b // self.processes, t)],
+                                              self.vocab_size, self.device)
         else:
             return e, f"; {e.batch_size} x {e.seq_len}: {b} x {t} untimed, which would cost more than planning may"
         speedup = per_full / per_half

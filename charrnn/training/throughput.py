@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import math
 import platform
+from collections.abc import Sequence
 from time import perf_counter
+from typing import NamedTuple
 
 import torch
 
@@ -112,48 +114,55 @@ def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, ba
                      device: torch.device) -> float:
     """The fastest of STEPS training steps (forward, backward, AdamW) of a fresh model on random ids, with the
     dropout its config has, or the one step after the warm-up when that took over LONG_STEP."""
-    return _trials(precision, model_cfg, vocab_size, [(batch_size, seq_len)], device, STEPS)[0]
+    return _trials([Trial(precision, model_cfg, batch_size, seq_len)], vocab_size, device, STEPS)[0]
 
 
-def window_seconds(precision: str, model_cfg: ModelConfig, vocab_size: int, windows: list[tuple[int, int]],
-                   device: torch.device, rounds: int = STEPS) -> list[float]:
-    """Seconds per step of one shape in each of `windows` (batch size, seq_len), timed in turns, `rounds` steps of
-    each, and cached.
+class Trial(NamedTuple):
+    """One shape a plan compares: a model in a precision, at a batch size and seq_len."""
 
-    Two trials of one shape taken an hour apart can differ by 15% on a VM, more than a halved window gains (a 1 x 768
-    trial read 96 ms, and 110-125 ms two hours later: docs/results.md), so windows are compared on trials taken in
-    turns. Each window's speed is its ratio to the first's times the first's cached speed where it has one, so that
-    the loop shares learnt against that speed still hold."""
-    seconds = _trials(precision, model_cfg, vocab_size, windows, device, rounds)
-    first = cached_seconds(precision, model_cfg, vocab_size, *windows[0], device)
+    precision: str
+    model: ModelConfig
+    batch_size: int
+    seq_len: int
+
+
+def turn_seconds(trials: Sequence[Trial], vocab_size: int, device: torch.device, rounds: int = STEPS) -> list[float]:
+    """Seconds per step of each trial, timed in turns, `rounds` steps of each, and cached.
+
+    Two trials taken an hour apart can differ by 15% on a VM, more than a halved window gains or than separates two
+    finalists (a 1 x 768 trial read 96 ms, and 110-125 ms two hours later: docs/results.md), so what a plan compares
+    is timed in turns. Each trial's speed is its ratio to the first's times the first's cached speed where it has
+    one, so that the loop shares learnt against that speed still hold and the others are read on its scale."""
+    seconds = _trials(trials, vocab_size, device, rounds)
+    first = cached_seconds(trials[0].precision, trials[0].model, vocab_size, trials[0].batch_size, trials[0].seq_len,
+                           device)
     seconds = [s * (first / seconds[0] if first is not None else 1.0) for s in seconds]
-    write_cache({**read_cache(), **{_key(precision, model_cfg, vocab_size, batch_size, seq_len, device): s
-                                    for (batch_size, seq_len), s in zip(windows, seconds, strict=True)}})
+    write_cache({**read_cache(), **{_key(t.precision, t.model, vocab_size, t.batch_size, t.seq_len, device): s
+                                    for t, s in zip(trials, seconds, strict=True)}})
     return seconds
 
 
-def _trials(precision: str, model_cfg: ModelConfig, vocab_size: int, windows: list[tuple[int, int]],
-            device: torch.device, rounds: int) -> list[float]:
-    """The fastest of `rounds` steps in each window, one step of each a round, after an untimed warm-up round."""
+def _trials(trials: Sequence[Trial], vocab_size: int, device: torch.device, rounds: int) -> list[float]:
+    """The fastest of `rounds` steps of each trial's fresh model, one step of each a round, after an untimed warm-up
+    round (the first step of a shape pays for allocation and kernel selection)."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeding is untouched
         torch.manual_seed(0)
-        model = CharRNN(vocab_size, model_cfg).to(device)
-        optimizer = adamw(model.parameters(), 1e-4, device)  # the run's own AdamW
-        batches = [torch.randint(vocab_size, (batch_size, seq_len + 1), device=device)
-                   for batch_size, seq_len in windows]
-        best = [math.inf] * len(windows)
+        models = [CharRNN(vocab_size, t.model).to(device) for t in trials]
+        optimizers = [adamw(model.parameters(), 1e-4, device) for model in models]  # the run's own AdamW
+        batches = [torch.randint(vocab_size, (t.batch_size, t.seq_len + 1), device=device) for t in trials]
+        best = [math.inf] * len(trials)
         for round_ in range(rounds + 1):
-            for i, ids in enumerate(batches):
+            for i, (trial, model, optimizer, ids) in enumerate(zip(trials, models, optimizers, batches, strict=True)):
                 sync(device)
                 start = perf_counter()
-                with autocast(device, precision):
+                with autocast(device, trial.precision):
                     logits, _ = model(ids[:, :-1])
                     loss = cross_entropy(logits, ids[:, 1:])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 sync(device)
-                if round_:  # the first step of a window pays for allocation and kernel selection
+                if round_:
                     best[i] = min(best[i], perf_counter() - start)
             if round_ and min(best) > LONG_STEP:
                 break

@@ -56,10 +56,12 @@ def nothing_learnt(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def windows_through_step_seconds(monkeypatch):
-    """Two windows timed in turns read whatever fake `step_seconds` a test gives, one window after the other."""
-    monkeypatch.setattr(speed_mod, "window_seconds", lambda precision, model, vocab_size, windows, device: [
-        speed_mod.step_seconds(precision, model, vocab_size, *window, device)[0] for window in windows])
+def turns_through_step_seconds(monkeypatch):
+    """Trials timed in turns (the finalists, two windows) read whatever fake `step_seconds` a test gives, one after
+    the other."""
+    monkeypatch.setattr(speed_mod, "turn_seconds", lambda trials, vocab_size, device: [
+        speed_mod.step_seconds(t.precision, t.model, vocab_size, t.batch_size, t.seq_len, device)[0]
+        for t in trials])
 
 
 @pytest.fixture(autouse=True)
@@ -174,12 +176,15 @@ def test_the_window_is_decided_on_both_windows_timed_in_turns_not_on_a_trial_tak
     monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (0.85 * speed(*args)[0], False))  # a lucky reading
     monkeypatch.setattr(speed_mod.Share, "before_timing", lambda self: None)
 
-    def window_seconds(precision, model, vocab_size, windows, device):
-        turns.append(windows)
-        full = speed(precision, model, vocab_size, *windows[0], device)[0]
+    def turn_seconds(trials, vocab_size, device):
+        if len({t.model for t in trials}) > 1:  # the finalists
+            return [speed_mod.step_seconds(*t[:2], vocab_size, *t[2:], device)[0] for t in trials]
+        turns.append([(t.batch_size, t.seq_len) for t in trials])
+        full = speed(trials[0].precision, trials[0].model, vocab_size, trials[0].batch_size, trials[0].seq_len,
+                     device)[0]
         return [full, full / 1.15]  # the halved window, 1.15x as fast as its full one timed beside it
 
-    monkeypatch.setattr(speed_mod, "window_seconds", window_seconds)
+    monkeypatch.setattr(speed_mod, "turn_seconds", turn_seconds)
     p = planned()
     assert (p.config.train.batch_size, p.config.train.seq_len) == (64, 50) and turns == [[(32, 100), (64, 50)]]
     assert "; 64 x 50: 1.15x the speed of 32 x 100" in p.lines()[2]
@@ -252,17 +257,42 @@ def test_a_plan_whose_timings_are_all_cached_never_pays_the_optimizer_import(mon
     assert planned().chosen.measured
 
 
-def test_the_finalists_are_timed_only_within_their_share_of_the_budget(measured):
-    p = planned(clock=iter(range(0, 10_000, 10)).__next__)  # 10 s pass at every look: the share (24 s) after two
-    assert [e.measured for e in p.finalists].count(True) == 2
-    assert p.chosen.model == p.finalists[0].model  # the ranking takes estimated and timed finalists alike
-
-
-@pytest.mark.parametrize("spent, timed", [(19, 3), (20, 0)])
-def test_a_finalist_is_timed_only_if_its_own_timing_fits_in_the_share(monkeypatch, spent, timed):
+@pytest.mark.parametrize("spent, timed", [(9, 3), (14, 2), (19, 1), (20, 0)])
+def test_the_finalists_are_timed_only_as_far_as_their_timings_fit_in_the_share(monkeypatch, spent, timed):
     monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (2.5, False))  # a trial: 2 steps, 5 s
     p = planned(clock=itertools.chain([0], itertools.repeat(spent)).__next__)  # the share of 600 s: 24 s
     assert [e.measured for e in p.finalists].count(True) == timed
+    assert p.chosen.model == p.finalists[0].model  # the ranking takes estimated and timed finalists alike
+
+
+def test_the_finalists_are_timed_in_turns_beside_the_first_cached_one(monkeypatch):
+    """Finalists are compared on trials taken together, never on one taken now against one an earlier plan took at
+    a quieter hour: a cached finalist is timed again, first, beside the new ones (which `turn_seconds` then reads on
+    its cached scale); a plan whose finalists are all cached times nothing."""
+    speed, turns = fake_speed(), []
+    monkeypatch.setattr(speed_mod, "step_seconds", speed)
+    monkeypatch.setattr(speed_mod.Share, "before_timing", lambda self: None)
+
+    def turn_seconds(trials, vocab_size, device):
+        turns.append([t.model for t in trials])
+        return [speed(*t[:2], vocab_size, *t[2:], device)[0] for t in trials]
+
+    monkeypatch.setattr(speed_mod, "turn_seconds", turn_seconds)
+    first = planned()
+    timing, window = turns  # the finalists in one timing, then the chosen one's two windows
+    assert sorted(map(repr, timing)) == sorted(repr(e.model) for e in first.finalists) and len(set(window)) == 1
+    assert all(e.measured for e in first.finalists)
+    # An earlier plan cached the second; it is timed again, first, beside the two that are new.
+    quiet = {timing[1]: 0.5 * first.finalists[0].seconds_per_step}
+    monkeypatch.setattr(speed_mod, "cached_seconds",
+                        lambda pr, model, v, b, t, d: quiet.get(model) if b == 32 else None)
+    turns.clear()
+    again = planned()
+    assert turns[0] == [timing[1], timing[0], timing[2]] and all(e.measured for e in again.finalists)
+    # All cached: nothing is timed, as a second plan on this machine measures nothing.
+    monkeypatch.setattr(speed_mod, "cached_seconds", lambda pr, model, v, b, t, d: speed(pr, model, v, b, t, d)[0])
+    turns.clear()
+    assert planned().chosen.measured and turns == []
 
 
 def test_no_deeper_model_narrower_than_the_floor_is_offered(monkeypatch):

@@ -79,14 +79,15 @@ def test_two_windows_are_timed_in_turns_and_cached_against_the_first_windows_own
     monkeypatch.setattr(throughput, "perf_counter", clock.__next__)
     model, cpu = ModelConfig(hidden_size=8, embed_dim=4), torch.device("cpu")
     windows = [(2, 6), (4, 3)]
-    assert throughput.window_seconds("fp32", model, 10, windows, cpu) == pytest.approx([0.1, 0.08])
+    trials = [throughput.Trial("fp32", model, *w) for w in windows]
+    assert throughput.turn_seconds(trials, 10, cpu) == pytest.approx([0.1, 0.08])
     assert shapes == [(2, 6), (4, 3)] * 3  # a warm-up round, then STEPS rounds of one step each
     assert [throughput.cached_seconds("fp32", model, 10, *w, cpu) for w in windows] == pytest.approx([0.1, 0.08])
     # Where the full window has a cached speed (its loop shares were learnt against it), the half keeps the ratio.
     throughput.write_cache({throughput._key("fp32", model, 10, 2, 6, cpu): 0.2})
     clock = itertools.accumulate(itertools.chain([0.0], warm_up, timed, timed))
     monkeypatch.setattr(throughput, "perf_counter", clock.__next__)
-    assert throughput.window_seconds("fp32", model, 10, windows, cpu) == pytest.approx([0.2, 0.16])
+    assert throughput.turn_seconds(trials, 10, cpu) == pytest.approx([0.2, 0.16])
     assert [throughput.cached_seconds("fp32", model, 10, *w, cpu) for w in windows] == pytest.approx([0.2, 0.16])
 
 
@@ -97,4 +98,25 @@ def test_a_window_pair_can_be_timed_in_more_rounds_where_a_benchmark_asks(monkey
     clock = itertools.accumulate(itertools.chain([0.0], (1.0,), *rounds))
     monkeypatch.setattr(throughput, "perf_counter", clock.__next__)
     model, cpu = ModelConfig(hidden_size=8, embed_dim=4), torch.device("cpu")
-    assert throughput.window_seconds("fp32", model, 10, [(2, 6), (4, 3)], cpu, 4) == pytest.approx([0.1, 0.08])
+    trials = [throughput.Trial("fp32", model, 2, 6), throughput.Trial("fp32", model, 4, 3)]
+    assert throughput.turn_seconds(trials, 10, cpu, 4) == pytest.approx([0.1, 0.08])
+
+
+def test_two_shapes_are_timed_in_turns_each_its_own_model_and_precision(monkeypatch, tmp_path):
+    """Finalists of different shapes are compared on steps taken one of each a round, each of its own fresh model in
+    its own precision; read on the first's cached scale where it has one, and all cached."""
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path))
+    steps, forward = [], charrnn.model.CharRNN.forward
+    monkeypatch.setattr(charrnn.model.CharRNN, "forward", lambda self, ids, *rest: steps.append(
+        (self.cfg.hidden_size, torch.is_autocast_enabled("cpu"))) or forward(self, ids, *rest))
+    warm_up, timed = (1.0, 1.0), (1.0, 0.1, 1.0, 0.3, 1.0, 0.2)
+    clock = itertools.accumulate(itertools.chain([0.0], warm_up, timed, timed))
+    monkeypatch.setattr(throughput, "perf_counter", clock.__next__)
+    cpu = torch.device("cpu")
+    trials = [throughput.Trial("fp32", ModelConfig(hidden_size=8, embed_dim=4), 2, 5),
+              throughput.Trial("bf16", ModelConfig(hidden_size=16, embed_dim=4), 2, 5),
+              throughput.Trial("fp32", ModelConfig(hidden_size=24, embed_dim=4, num_layers=2), 2, 5)]
+    throughput.write_cache({throughput._key("fp32", trials[0].model, 10, 2, 5, cpu): 0.05})  # timed at a quiet hour
+    assert throughput.turn_seconds(trials, 10, cpu) == pytest.approx([0.05, 0.15, 0.1])
+    assert steps == [(8, False), (16, True), (24, False)] * 3  # a warm-up round, then STEPS rounds, in turns
+    assert [throughput.cached_seconds(*t[:2], 10, *t[2:], cpu) for t in trials] == pytest.approx([0.05, 0.15, 0.1])
