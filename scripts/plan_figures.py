@@ -54,6 +54,7 @@ ARMS = [
     ("warpeace 300 s", "warpeace", 300, "plan", [], [1337, 1338]),
     ("warpeace 300 s", "warpeace", 300, "default", ["--no-plan"], [1337, 1338]),
     ("warpeace 300 s", "warpeace", 300, "preset", ["--config", "shakespeare"], [1337, 1338]),
+    ("warpeace 3600 s", "warpeace", 3600, "plan", [], [1337]),
     ("python-lib 300 s", "python-lib", 300, "plan", [], [1337, 1338]),
     ("python-lib 300 s", "python-lib", 300, "default", ["--no-plan"], [1337, 1338]),
     ("python-lib 300 s", "python-lib", 300, "preset", ["--config", "shakespeare"], [1337, 1338]),

@@ -7,7 +7,7 @@
     .venv/bin/python scripts/precision.py --weight-dropout  # the cost of model.weight_dropout 0.25
     .venv/bin/python scripts/precision.py --between   # dropout between layers: the fused cell's, or charrnn's
     .venv/bin/python scripts/precision.py --mask      # charrnn's 8-bit CPU dropout mask against its 16-bit one
-    .venv/bin/python scripts/precision.py --trials 5  # the planner's own window trials, apart and in turns
+    .venv/bin/python scripts/precision.py --trials 5  # the planner's own trials of what it compares
 
 Each row times full training steps (forward, loss, backward, AdamW) of an LSTM on random ids,
 fp32 then bf16 for each shape, and prints chars/s and the bf16 / fp32 ratio. On a CPU with AMX
@@ -22,9 +22,9 @@ without and with weight dropout 0.25 on the recurrent weights. --between times t
 between the layers drawn by the fused cell (torch's mask) and by charrnn, which runs the layers one at a time.
 --mask times the plans' recipe (64 x 50, dropout 0.1, weight dropout 0.25) with the 16-bit mask charrnn used
 until 2026-12-06 and with its 8-bit one. --trials N repeats the planner's own trials (charrnn.training.throughput)
-of the plans' shapes with their dropouts, N times: each window timed apart, and both in turns as the plan now
-decides the window (in the planner's two rounds, and in four), and prints the spread of each. Run it alone on the
-machine.
+of the pairs it compares, N times: the plans' shapes at their two windows, and finalists that plans have rated level,
+each timed apart and then both in turns as the plan decides (in the planner's two rounds, and in four), and prints
+the spread of each. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--weight-dropout", action="store_true", help="time a step without and with weight dropout")
     parser.add_argument("--between", action="store_true", help="time dropout between layers, torch's and charrnn's")
     parser.add_argument("--mask", action="store_true", help="time charrnn's 8-bit dropout mask against its 16-bit one")
-    parser.add_argument("--trials", type=int, default=0, help="repeat the planner's window trials this many times")
+    parser.add_argument("--trials", type=int, default=0, help="repeat the planner's trials this many times")
     args = parser.parse_args()
     if args.trials:
         return trials_table(args.trials)
@@ -152,37 +152,64 @@ def arms_table(steps: int, columns: list[str], arms: list[dict], shapes: list[tu
 
 
 def trials_table(repeats: int) -> None:
-    """The planner's trials of 32 x 100 and 64 x 50 taken apart and in turns, `repeats` times: their spread."""
-    from charrnn.training import throughput
+    """Pairs the planner compares, timed by its own trials apart and in turns, `repeats` times: their spread."""
+    from charrnn.training.throughput import seconds_per_step, turn_seconds, write_cache
 
     os.environ["CHARRNN_CACHE_DIR"] = tempfile.mkdtemp()  # every trial measured, none read; the user's cache untouched
     cpu = torch.device("cpu")
     precision = resolve_precision("auto", cpu)
-    print(f"{precision}; {repeats} repeats of each, in ms a step: min / median / max\n\n| LSTM | dropout, weight "
-          "dropout | 32 × 100 apart | 64 × 50 apart | ratio of the medians apart | "
-          + " | ".join(f"ratio in turns, {r} rounds: min / median / max" for r in ROUNDS)
-          + " |\n|---|---|---:|---:|---:|" + "---:|" * len(ROUNDS))
-    for layers, hidden, dropout, weight_dropout in PLANS:
-        model = ModelConfig(num_layers=layers, hidden_size=hidden, embed_dim=64, dropout=dropout,
-                            weight_dropout=weight_dropout)
-        full, half, turns = [], [], {r: [] for r in ROUNDS}
+    print(f"{precision}; {repeats} repeats of each, in ms a step: min / median / max; a ratio is the first's time "
+          "over the second's\n\n| pair | vocabulary | first apart | second apart | ratio of the medians apart | "
+          "ratio apart: min / median / max | " + " | ".join(f"in turns, {r} rounds" for r in ROUNDS)
+          + " |\n|---|---:|---:|---:|---:|---:|" + "---:|" * len(ROUNDS))
+    for label, vocab, pair in _pairs(precision):
+        apart: list[list[float]] = [[], []]
+        turns: dict[int, list[float]] = {r: [] for r in ROUNDS}
         for _ in range(repeats):
-            full.append(throughput.seconds_per_step(precision, model, VOCAB, 32, 100, cpu))
-            half.append(throughput.seconds_per_step(precision, model, VOCAB, 64, 50, cpu))
+            for times, t in zip(apart, pair, strict=True):
+                times.append(seconds_per_step(t.precision, t.model, vocab, t.batch_size, t.seq_len, cpu))
             for rounds, ratios in turns.items():
-                pair = throughput.window_seconds(precision, model, VOCAB, [(32, 100), (64, 50)], cpu, rounds)
-                throughput.write_cache({})  # the next pair is measured afresh, not scaled to this one
-                ratios.append(pair[0] / pair[1])
-        spread = [" / ".join(f"{f(v) * 1e3:.1f}" for f in (min, statistics.median, max)) for v in (full, half)]
-        print(f"| {layers} × {hidden} | {dropout}, {weight_dropout} | {spread[0]} | {spread[1]} | "
-              f"{statistics.median(full) / statistics.median(half):.2f} | "
-              + " | ".join(" / ".join(f"{f(r):.2f}" for f in (min, statistics.median, max)) for r in turns.values())
-              + " |")
+                first, second = turn_seconds(pair, vocab, cpu, rounds)
+                write_cache({})  # the next pair is measured afresh, not scaled to this one
+                ratios.append(first / second)
+        ratios = [a / b for a, b in zip(*apart, strict=True)]
+        print(f"| {label} | {vocab:,} | " + " | ".join(_spread([t * 1e3 for t in times], ".1f") for times in apart)
+              + f" | {statistics.median(apart[0]) / statistics.median(apart[1]):.2f} | {_spread(ratios, '.2f')} | "
+              + " | ".join(_spread(r, ".2f") for r in turns.values()) + " |")
+
+
+def _pairs(precision: str) -> list[tuple[str, int, list]]:
+    """(label, vocabulary, two trials) of each pair the planner compares: a shape's two windows (PLANS), and two
+    finalists a plan has rated level (FINALISTS)."""
+    from charrnn.training.throughput import Trial
+
+    def model(layers: int, hidden: int, dropout: float, weight_dropout: float) -> ModelConfig:
+        return ModelConfig(num_layers=layers, hidden_size=hidden, embed_dim=64, dropout=dropout,
+                           weight_dropout=weight_dropout)
+
+    def name(shape: tuple[int, int, float, float]) -> str:
+        return f"{shape[0]} × {shape[1]} ({shape[2]}, {shape[3]})"
+
+    windows = [(f"{name(m)}: 32 × 100 / 64 × 50", VOCAB,
+                [Trial(precision, model(*m), 32, 100), Trial(precision, model(*m), 64, 50)]) for m in PLANS]
+    finalists = [(f"{name(a)} / {name(b)}, {batch} × {seq_len}", vocab,
+                  [Trial(precision, model(*a), batch, seq_len), Trial(precision, model(*b), batch, seq_len)])
+                 for a, b, vocab, batch, seq_len in FINALISTS]
+    return windows + finalists
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    return " / ".join(format(f(values), fmt) for f in (min, statistics.median, max))
 
 
 # The plans' shapes with the dropouts they get (docs/planner.md): (layers, hidden, dropout, weight dropout)
 PLANS = [(1, 512, 0.1, 0.0), (1, 768, 0.1, 0.25), (1, 1024, 0.1, 0.25)]
-ROUNDS = (2, 4)  # a window pair's timed rounds: the planner's (throughput.STEPS), and twice as many
+# Finalists that plans have rated within 0.01 of each other: tinyshakespeare at 138 s, the Python tree at 300 s
+# (8,781 symbols) and tinyshakespeare at 600 s. (first, second, vocabulary, batch, seq_len)
+FINALISTS = [((1, 384, 0.1, 0.0), (1, 512, 0.1, 0.0), VOCAB, 64, 50),
+             ((1, 384, 0.0, 0.0), (1, 512, 0.0, 0.0), 8781, 32, 100),
+             ((2, 512, 0.1, 0.0), (1, 768, 0.1, 0.25), VOCAB, 64, 50)]
+ROUNDS = (2, 4)  # a pair's timed rounds: the planner's (throughput.STEPS), and twice as many
 
 
 if __name__ == "__main__":
