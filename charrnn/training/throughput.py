@@ -144,7 +144,8 @@ def turn_seconds(trials: Sequence[Trial], vocab_size: int, device: torch.device,
 
 def _trials(trials: Sequence[Trial], vocab_size: int, device: torch.device, rounds: int) -> list[float]:
     """The fastest of `rounds` steps of each trial's fresh model, one step of each a round, after an untimed warm-up
-    round (the first step of a shape pays for allocation and kernel selection)."""
+    round (the first step of a shape pays for allocation and kernel selection); a trial whose step took over
+    LONG_STEP is not timed again."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeding is untouched
         torch.manual_seed(0)
         models = [CharRNN(vocab_size, t.model).to(device) for t in trials]
@@ -153,6 +154,8 @@ def _trials(trials: Sequence[Trial], vocab_size: int, device: torch.device, roun
         best = [math.inf] * len(trials)
         for round_ in range(rounds + 1):
             for i, (trial, model, optimizer, ids) in enumerate(zip(trials, models, optimizers, batches, strict=True)):
+                if LONG_STEP < best[i] < math.inf:
+                    continue  # one long step is timed well enough, and costs what `trial_seconds` counts
                 sync(device)
                 start = perf_counter()
                 with autocast(device, trial.precision):
@@ -164,8 +167,6 @@ def _trials(trials: Sequence[Trial], vocab_size: int, device: torch.device, roun
                 sync(device)
                 if round_:
                     best[i] = min(best[i], perf_counter() - start)
-            if round_ and min(best) > LONG_STEP:
-                break
     return best
 
 

@@ -26,6 +26,19 @@ def test_a_step_is_timed_twice_unless_it_is_long(monkeypatch, durations, expecte
     assert throughput.trial_seconds(expected) == pytest.approx(expected * (2 if expected > 1.0 else 3))
 
 
+def test_in_turns_a_long_step_is_timed_once_and_a_short_one_twice(monkeypatch):
+    """Each trial costs what `trial_seconds` counts for it, whatever it is timed beside: a plan's share holds."""
+    steps, forward = [], charrnn.model.CharRNN.forward
+    monkeypatch.setattr(charrnn.model.CharRNN, "forward",
+                        lambda self, ids, *rest: steps.append(self.cfg.hidden_size) or forward(self, ids, *rest))
+    # The warm-up round reads the clock as each step starts; then a 2 s step of the first, 0.3 and 0.2 of the second.
+    clock = itertools.accumulate(itertools.chain([0.0], (1.0,), (1.0, 2.0, 1.0, 0.3), (1.0, 0.2)))
+    monkeypatch.setattr(throughput, "perf_counter", clock.__next__)
+    trials = [throughput.Trial("fp32", ModelConfig(hidden_size=h, embed_dim=4), 2, 5) for h in (16, 8)]
+    assert throughput._trials(trials, 10, torch.device("cpu"), throughput.STEPS) == pytest.approx([2.0, 0.2])
+    assert steps == [16, 8, 16, 8, 8]
+
+
 def test_a_run_to_its_budget_leaves_the_share_of_its_trials_speed_its_loop_kept(monkeypatch, tmp_path):
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path))
     model, cpu = ModelConfig(hidden_size=8, embed_dim=4), torch.device("cpu")
