@@ -187,8 +187,8 @@ class SpeedModel:
         A cached finalist was timed at another moment, which on a VM can be 15% slower or faster than now, more than
         separates two finalists; so the first cached one is timed in turns with them where the share affords it too,
         and their speeds are read on its cached scale."""
-        known = {e.model: s for e in finalists if (s := self._cached(e.precision, e.model, e.batch_size,
-                                                                       e.seq_len)) is not None}
+        cached = {e.model: self._cached(e.precision, e.model, e.batch_size, e.seq_len) for e in finalists}
+        known = {model: s for model, s in cached.items() if s is not None}
         todo: list[Estimate] = []
         cost = 0.0
         for e in finalists:

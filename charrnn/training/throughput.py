@@ -143,17 +143,21 @@ def turn_seconds(trials: Sequence[Trial], vocab_size: int, device: torch.device,
 
 
 def _trials(trials: Sequence[Trial], vocab_size: int, device: torch.device, rounds: int) -> list[float]:
-    """The fastest of `rounds` steps of each trial's fresh model, one step of each a round, after an untimed warm-up
-    round (the first step of a shape pays for allocation and kernel selection); a trial whose step took over
-    LONG_STEP is not timed again."""
+    """The fastest of `rounds` steps of each trial on a fresh model of its shape, one step of each a round, after an
+    untimed warm-up round (the first step of a shape pays for allocation and kernel selection); a trial whose step
+    took over LONG_STEP is not timed again."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeding is untouched
         torch.manual_seed(0)
-        models = [CharRNN(vocab_size, t.model).to(device) for t in trials]
-        optimizers = [adamw(model.parameters(), 1e-4, device) for model in models]  # the run's own AdamW
+        nets = {}  # one model per shape: a shape's windows train the same one, as its run would
+        for t in trials:
+            if t.model not in nets:
+                model = CharRNN(vocab_size, t.model).to(device)
+                nets[t.model] = model, adamw(model.parameters(), 1e-4, device)  # the run's own AdamW
         batches = [torch.randint(vocab_size, (t.batch_size, t.seq_len + 1), device=device) for t in trials]
         best = [math.inf] * len(trials)
         for round_ in range(rounds + 1):
-            for i, (trial, model, optimizer, ids) in enumerate(zip(trials, models, optimizers, batches, strict=True)):
+            for i, (trial, ids) in enumerate(zip(trials, batches, strict=True)):
+                model, optimizer = nets[trial.model]
                 if LONG_STEP < best[i] < math.inf:
                     continue  # one long step is timed well enough, and costs what `trial_seconds` counts
                 sync(device)
