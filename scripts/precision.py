@@ -3,7 +3,7 @@
     .venv/bin/python scripts/precision.py [--steps 10]
     .venv/bin/python scripts/precision.py --dropout   # the cost of dropout's mask, torch's and charrnn's
     .venv/bin/python scripts/precision.py --adamw     # torch's default AdamW against the fused one charrnn uses
-    .venv/bin/python scripts/precision.py --window    # 3,200 characters a step as 32 x 100 and as the plan's 64 x 50
+    .venv/bin/python scripts/precision.py --window    # 3,200 characters a step as 32 x 100, 64 x 50 and 128 x 25
     .venv/bin/python scripts/precision.py --weight-dropout  # the cost of model.weight_dropout 0.25
     .venv/bin/python scripts/precision.py --between   # dropout between layers: the fused cell's, or charrnn's
     .venv/bin/python scripts/precision.py --mask      # charrnn's 8-bit CPU dropout mask against its 16-bit one
@@ -17,7 +17,8 @@ elsewhere bf16 is emulated and slower, which is why train.precision = "auto" pic
 charrnn's (charrnn.model.Dropout, a cheaper mask on the CPU), at p = 0.1. --adamw times each shape and precision
 with torch's default AdamW (a dozen passes over the weights) and with the fused kernel charrnn's runs use
 (charrnn.training.optim.adamw). --window times each shape's step of the same characters as the presets' batch x
-seq_len and as the planner's twice the streams of half the window. --weight-dropout times each shape's step
+seq_len, as twice the streams of half the window and as four times the streams of a quarter, the windows the planner
+halves to. --weight-dropout times each shape's step
 without and with weight dropout 0.25 on the recurrent weights. --between times two-layer models with dropout 0.1
 between the layers drawn by the fused cell (torch's mask) and by charrnn, which runs the layers one at a time.
 --mask times the plans' recipe (64 x 50, dropout 0.1, weight dropout 0.25) with the 16-bit mask charrnn used
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per shape and precision")
     parser.add_argument("--dropout", action="store_true", help="time dropout's cost instead")
     parser.add_argument("--adamw", action="store_true", help="time torch's default AdamW against the fused one")
-    parser.add_argument("--window", action="store_true", help="time a step as 32 x 100 and as 64 x 50")
+    parser.add_argument("--window", action="store_true", help="time a step as 32 x 100, 64 x 50 and 128 x 25")
     parser.add_argument("--weight-dropout", action="store_true", help="time a step without and with weight dropout")
     parser.add_argument("--between", action="store_true", help="time dropout between layers, torch's and charrnn's")
     parser.add_argument("--mask", action="store_true", help="time charrnn's 8-bit dropout mask against its 16-bit one")
@@ -130,8 +131,9 @@ def main() -> None:
 DROPOUT = (["no dropout", "torch's dropout 0.1", "charrnn's", "torch's / charrnn's"],
            [{"dropout": Dropout, "p": 0.0}, {"dropout": torch.nn.Dropout}, {"dropout": Dropout}])
 ADAMW = (["default AdamW", "fused AdamW", "default / fused"], [{"fused": False}, {"fused": True}])
-WINDOW = ([f"seq_len {SEQ_LEN}", f"twice the streams at {SEQ_LEN // 2}", f"{SEQ_LEN} / {SEQ_LEN // 2}"],
-          [{}, {"seq_len": SEQ_LEN // 2}])
+WINDOW = ([f"seq_len {SEQ_LEN}", f"twice the streams at {SEQ_LEN // 2}", f"four times at {SEQ_LEN // 4}",
+           f"{SEQ_LEN} / {SEQ_LEN // 2}", f"{SEQ_LEN // 2} / {SEQ_LEN // 4}"],
+          [{}, {"seq_len": SEQ_LEN // 2}, {"seq_len": SEQ_LEN // 4}])
 WEIGHT_DROP = (["no weight dropout", "weight dropout 0.25", "without / with"], [{}, {"weight_dropout": 0.25}])
 PLANS_RECIPE = {"seq_len": 50, "weight_dropout": 0.25}
 MASK = (["16-bit mask at 64 × 50", "8-bit mask", "16-bit / 8-bit"],
@@ -141,14 +143,16 @@ BETWEEN = (["no dropout", "the fused cell's 0.1", "charrnn's", "fused / charrnn'
 
 
 def arms_table(steps: int, columns: list[str], arms: list[dict], shapes: list[tuple[int, int, int]]) -> None:
-    """ms per step of each arm, each shape in fp32 and bf16, in one run."""
+    """ms per step of each arm, each shape in fp32 and bf16, in one run; the columns past the arms' are the ratios of
+    the last arms, each to the next."""
     print(f"| LSTM | batch × seq_len | precision | ms/step, {' | '.join(columns)} |\n"
           f"|---|---|---|{'---:|' * len(columns)}")
     for layers, hidden, batch in shapes:
         for precision in ("fp32", "bf16"):
             ms = [seconds_per_step(layers, hidden, batch, precision, steps, **arm) * 1e3 for arm in arms]
+            ratios = [ms[i] / ms[i + 1] for i in range(2 * len(arms) - len(columns) - 1, len(arms) - 1)]
             print(f"| {layers} × {hidden} | {batch} × {SEQ_LEN} | {precision} | "
-                  f"{' | '.join(f'{m:.1f}' for m in ms)} | {ms[-2] / ms[-1]:.2f} |")
+                  f"{' | '.join(f'{m:.1f}' for m in ms)} | {' | '.join(f'{r:.2f}' for r in ratios)} |")
 
 
 def trials_table(repeats: int) -> None:

@@ -216,7 +216,7 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
                                  key=rank), depth_given)
     finalists = _fewest_first(ranked, rank, train_chars)
     passed_over = None if depth_given else _passed_over(finalists, fits, rank)
-    best, window_why = speed.halve_window(finalists[0], train_chars, budget)
+    best, window_why = speed.shorten_window(finalists[0], train_chars, budget)
     chosen = speed.again(best, None, train_chars, budget - share.elapsed())  # at its timing, in the seconds left
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
               "model.embed_dim": chosen.model.embed_dim, "train.batch_size": chosen.batch_size,

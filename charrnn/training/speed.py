@@ -31,6 +31,9 @@ ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw
 BATCH, SEQ_LEN = 32, 100  # the presets' recipe, which the anchors are timed at and every candidate ranked in
 MAX_BATCH, EMBED_DIM = 512, 64  # the largest batch a plan doubles to; the presets' embedding
 MAX_STEPS = 20_000  # a plan with more steps than this doubles its batch instead (GPUs, long budgets)
+# The shortest window a plan halves to: 128 x 25 learnt as much a second as 64 x 50 or more on tinyshakespeare and
+# War and Peace (docs/results.md); windows shorter than 25 were never tried.
+SHORTEST_WINDOW = 25
 # The share of the timed trial's speed the real loop keeps (measured: docs/results.md), until runs on this machine
 # have found their own (`throughput.learn_loop`).
 LOOP_SHARE = 0.8
@@ -206,12 +209,24 @@ class SpeedModel:
             known |= {e.model: s for e, s in zip(todo, seconds, strict=True)}
         return known
 
+    def shorten_window(self, e: Estimate, train_chars: int, seconds: float) -> tuple[Estimate, str]:
+        """`e` with its window halved (`halve_window`) again and again while each halving is at least MARGIN faster
+        than the window before it, down to SHORTEST_WINDOW; with what decided each, for the plan's why line."""
+        whys = []
+        while True:
+            shorter, why = self.halve_window(e, train_chars, seconds)
+            whys.append(why)
+            if shorter.seq_len == e.seq_len:
+                return shorter, "".join(whys)
+            e = shorter
+
     def halve_window(self, e: Estimate, train_chars: int, seconds: float) -> tuple[Estimate, str]:
         """`e` in twice the streams of half the window, the same characters a step, where the two windows timed in
         turns find that at least MARGIN faster (a small head's step is mostly the recurrence, which half the window
         runs in half the sequential steps); else `e` itself. With what decided it, for the plan's why line."""
-        if {"train.batch_size", "train.seq_len"} & self.fixed.keys() or 2 * e.batch_size > MAX_BATCH:
-            return e, ""  # a window the config set, or a batch already as large as a plan takes
+        if {"train.batch_size", "train.seq_len"} & self.fixed.keys() or 2 * e.batch_size > MAX_BATCH \
+                or e.seq_len // 2 < SHORTEST_WINDOW:
+            return e, ""  # a window the config set, a batch already as large as a plan takes, or the shortest window
         b, t, _ = fit_batch(train_chars, 2 * e.batch_size, e.seq_len // 2, "train", self.processes)
         if (b, t) != (2 * e.batch_size, e.seq_len // 2):
             return e, ""  # the corpus is too short for twice the streams

@@ -169,6 +169,27 @@ def test_the_window_is_halved_only_where_a_timing_finds_it_faster(monkeypatch, s
         assert planned().config.train.batch_size == 32  # never past the largest batch a plan may take
 
 
+@pytest.mark.parametrize("gains, window", [((1.2, 1.1), (128, 25)), ((1.2, 1.02), (64, 50)), ((1.02, 1.5), (32, 100))])
+def test_the_window_is_halved_again_while_each_halving_is_faster_down_to_the_shortest(monkeypatch, gains, window):
+    """Each halving is timed beside the window before it, and one that is not MARGIN faster ends the halving: a
+    faster window past a slower one is never reached. None goes below SHORTEST_WINDOW or past MAX_BATCH."""
+    speed = fake_speed()
+    speedup = {100: 1.0, 50: gains[0], 25: gains[0] * gains[1]}  # no 12: a window that short is never timed
+    monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (speed(*args)[0] / speedup[args[4]], False))
+    monkeypatch.setattr(speed_mod.Share, "before_timing", lambda self: None)
+    p = planned()
+    assert (p.config.train.batch_size, p.config.train.seq_len) == window
+    assert p.config.train.lr == lr_for(p.config.model.num_layers, p.config.model.hidden_size, *window)
+    if window == (128, 25):
+        assert "; 64 x 50: 1.20x the speed of 32 x 100; 128 x 25: 1.10x the speed of 64 x 50" in p.lines()[2]
+        assert p.chosen.steps == pytest.approx(1.1 * planned("train.batch_size=64", "train.seq_len=50").chosen.steps,
+                                                  rel=0.01)
+        monkeypatch.setattr(speed_mod, "MAX_BATCH", 64)
+        assert (planned().config.train.batch_size, planned().config.train.seq_len) == (64, 50)
+    elif window == (64, 50):
+        assert "; 64 x 50: 128 x 25 ran at 1.02x its speed" in p.lines()[2]
+
+
 def test_the_window_is_decided_on_both_windows_timed_in_turns_not_on_a_trial_taken_apart(monkeypatch):
     """A finalist's trial that read fast (a quiet hour on a VM) does not make its halved window look no faster: the
     two windows are timed together, and an earlier plan's pair is read from the cache without timing again."""
@@ -180,21 +201,24 @@ def test_the_window_is_decided_on_both_windows_timed_in_turns_not_on_a_trial_tak
         if len({t.model for t in trials}) > 1:  # the finalists
             return [speed_mod.step_seconds(*t[:2], vocab_size, *t[2:], device)[0] for t in trials]
         turns.append([(t.batch_size, t.seq_len) for t in trials])
-        full = speed(trials[0].precision, trials[0].model, vocab_size, trials[0].batch_size, trials[0].seq_len,
-                     device)[0]
-        return [full, full / 1.15]  # the halved window, 1.15x as fast as its full one timed beside it
+        # 64 x 50 1.15x as fast as either window beside it, which hold the same characters
+        return [speed(t.precision, t.model, vocab_size, t.batch_size, t.seq_len, device)[0]
+                / (1.15 if t.seq_len == 50 else 1.0) for t in trials]
 
     monkeypatch.setattr(speed_mod, "turn_seconds", turn_seconds)
     p = planned()
-    assert (p.config.train.batch_size, p.config.train.seq_len) == (64, 50) and turns == [[(32, 100), (64, 50)]]
-    assert "; 64 x 50: 1.15x the speed of 32 x 100" in p.lines()[2]
+    # 64 x 50 is taken, then timed in turns with 128 x 25, which is no faster: it stays
+    assert (p.config.train.batch_size, p.config.train.seq_len) == (64, 50)
+    assert turns == [[(32, 100), (64, 50)], [(64, 50), (128, 25)]]
+    assert "; 64 x 50: 1.15x the speed of 32 x 100; 64 x 50: 128 x 25 ran at 0.87x its speed" in p.lines()[2]
     # A pair an earlier plan timed is read, not timed again, and decides as it read then.
     full = 0.85 * 1.15 * p.chosen.seconds_per_step  # the finalist's lucky reading, as the cache would hold it
     pair = {(32, 100): full, (64, 50): full / 1.03}
     monkeypatch.setattr(speed_mod, "cached_seconds",
                         lambda pr, model, v, b, t, d: pair.get((b, t)) if model == p.chosen.model else None)
+    turns.clear()
     again = planned()
-    assert turns == [[(32, 100), (64, 50)]] and again.config.model == p.config.model
+    assert turns == [] and again.config.model == p.config.model
     assert (again.config.train.batch_size, again.config.train.seq_len) == (32, 100)
     assert again.chosen.seconds_per_step == pytest.approx(full)
     assert "; 32 x 100: 64 x 50 ran at 1.03x its speed" in again.lines()[2]
