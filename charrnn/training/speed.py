@@ -31,8 +31,8 @@ ANCHORS = ((1, 256), (1, 768))  # (num_layers, hidden_size) timed first, to draw
 BATCH, SEQ_LEN = 32, 100  # the presets' recipe, which the anchors are timed at and every candidate ranked in
 MAX_BATCH, EMBED_DIM = 512, 64  # the largest batch a plan doubles to; the presets' embedding
 MAX_STEPS = 20_000  # a plan with more steps than this doubles its batch instead (GPUs, long budgets)
-# The shortest window a plan halves to: 128 x 25 learnt as much a second as 64 x 50 or more on tinyshakespeare and
-# War and Peace (docs/results.md); windows shorter than 25 were never tried.
+# The shortest window a plan halves to: 128 x 25 learnt as much a second as 64 x 50 or more in five pairs of six on
+# tinyshakespeare and War and Peace (docs/results.md); windows shorter than 25 were never tried.
 SHORTEST_WINDOW = 25
 # The share of the timed trial's speed the real loop keeps (measured: docs/results.md), until runs on this machine
 # have found their own (`throughput.learn_loop`).
