@@ -150,7 +150,8 @@ def arms_table(steps: int, columns: list[str], arms: list[dict], shapes: list[tu
     for layers, hidden, batch in shapes:
         for precision in ("fp32", "bf16"):
             ms = [seconds_per_step(layers, hidden, batch, precision, steps, **arm) * 1e3 for arm in arms]
-            ratios = [ms[i] / ms[i + 1] for i in range(2 * len(arms) - len(columns) - 1, len(arms) - 1)]
+            last = len(columns) - len(arms)  # how many ratio columns: of the last arms, each to the next
+            ratios = [a / b for a, b in zip(ms[-last - 1:-1], ms[-last:], strict=True)]
             print(f"| {layers} × {hidden} | {batch} × {SEQ_LEN} | {precision} | "
                   f"{' | '.join(f'{m:.1f}' for m in ms)} | {' | '.join(f'{r:.2f}' for r in ratios)} |")
 

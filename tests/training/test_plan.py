@@ -185,7 +185,8 @@ def test_the_window_is_halved_again_while_each_halving_is_faster_down_to_the_sho
         assert p.chosen.steps == pytest.approx(1.1 * planned("train.batch_size=64", "train.seq_len=50").chosen.steps,
                                                   rel=0.01)
         monkeypatch.setattr(speed_mod, "MAX_BATCH", 64)
-        assert (planned().config.train.batch_size, planned().config.train.seq_len) == (64, 50)
+        capped = planned().config.train
+        assert (capped.batch_size, capped.seq_len) == (64, 50)
     elif window == (64, 50):
         assert "; 64 x 50: 128 x 25 ran at 1.02x its speed" in p.lines()[2]
 
