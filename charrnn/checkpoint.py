@@ -185,11 +185,16 @@ def _upgrade_v1(state: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in state.items() if k not in _V1_RUN_KEYS}, "run": {"run_id": "", **run}}
 
 
+# Keys added since a release saved checkpoints, with the value that gives what that release did: a run saved before
+# data.split held out the corpus's tail, and one saved before train.eval_streams validated on the batch's streams.
+_ADDED = (("data", "split", "tail"), ("train", "eval_streams", 0))
+
+
 def _config(state: dict[str, Any], path: Path) -> Config:
     config = state["config"]
-    if isinstance(config, dict) and isinstance(config.get("data"), dict) and "split" not in config["data"]:
-        # Saved before data.split existed, when every run held out the corpus's tail.
-        config = {**config, "data": {**config["data"], "split": "tail"}}
+    for section, key, then in _ADDED:
+        if isinstance(config, dict) and isinstance(config.get(section), dict) and key not in config[section]:
+            config = {**config, section: {**config[section], key: then}}
     try:
         return from_dict(config)
     except UserError as e:

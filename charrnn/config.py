@@ -75,6 +75,10 @@ class TrainConfig:
     eval_every: int = _opt(500, "validate every N steps", _positive, ">= 1", resumable=True)
     eval_chars: int = _opt(120_000, "characters scored per validation (the same ones every time, spread over the "
                            "split); 0 = the whole split", _non_negative, ">= 0", resumable=True)
+    eval_streams: int = _opt(32, "validation streams, each from a blank state, whatever the batch and window: so "
+                             "runs of any batch are scored on the same text (0 = as many as the batch, as earlier "
+                             "releases did)",
+                             lambda x: 0 <= x <= 65_536, "in [0, 65536]", resumable=True)
     checkpoint_every: int = _opt(500, "write checkpoints/last.pt every N steps", _positive, ">= 1", resumable=True)
     keep_last: int = _opt(0, "also keep the last K periodic checkpoints as step-N.pt (0 = none)",
                           _non_negative, ">= 0", resumable=True)

@@ -180,3 +180,13 @@ def test_a_checkpoint_from_before_data_split_reads_as_the_tail_rule_it_was_train
     torch.save(state, tmp_path / "old.pt")
     assert load_run(tmp_path / "old.pt").config.data.split == "tail"
     assert load_model(tmp_path / "old.pt").config.data.split == "tail"
+
+
+def test_a_checkpoint_from_before_eval_streams_validates_on_the_batchs_streams_as_it_was_trained(tmp_path):
+    save(tmp_path / "c.pt")
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["config"]["train"]["eval_streams"] == 32  # what a run saves today
+    del state["config"]["train"]["eval_streams"]
+    torch.save(state, tmp_path / "old.pt")
+    assert load_run(tmp_path / "old.pt").config.train.eval_streams == 0
+    assert load_model(tmp_path / "old.pt").config.train.eval_streams == 0

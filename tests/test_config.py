@@ -60,6 +60,9 @@ def test_config_is_frozen():
     ("train.batch_size=true", "train.batch_size must be an integer"),
     ("data.val_fraction=1", "data.val_fraction must be in (0, 1)"),
     ("train.precision=fp8", "train.precision must be 'fp32', 'bf16', 'fp16' or 'auto'"),
+    ("train.eval_streams=-1", "train.eval_streams must be in [0, 65536]"),
+    ("train.eval_streams=1e9", "train.eval_streams must be an integer"),
+    ("train.eval_streams=100000", "train.eval_streams must be in [0, 65536]"),
     ("lr=3", "expected section.key=value"),
     ("train.lr", "expected section.key=value"),
 ])

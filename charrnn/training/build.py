@@ -45,6 +45,11 @@ class Parts:
     reset_offsets: Tensor  # (B,) each stream's phase for train.reset_every
 
 
+# Validation's window where train.eval_streams sets its streams: the presets', so that a run of any window scores
+# exactly train.eval_chars (rounded up to whole windows) of the same text.
+VAL_SEQ_LEN = 100
+
+
 @dataclass(frozen=True)
 class StreamShapes:
     """How a split is cut into streams: training's batch and window, and validation's."""
@@ -66,7 +71,13 @@ def stream_shapes(tc: TrainConfig, split: Split, processes: int = 1) -> StreamSh
     if tc.batch_size % processes:
         raise UserError(f"train.batch_size {tc.batch_size} must be divisible by the {processes} processes")
     batch, seq_len, warning = fit_batch(len(split.train), tc.batch_size, tc.seq_len, "train", processes)
-    val_batch, val_seq_len, val_warning = fit_batch(len(split.val), batch, seq_len, "validation", processes)
+    if tc.eval_streams:  # the same streams for any batch, window and number of processes (`World.rows`)
+        val_batch, val_seq_len, _ = fit_batch(len(split.val), tc.eval_streams, VAL_SEQ_LEN, "validation")
+        if val_batch < processes:  # a split too short for a stream each
+            val_batch, val_seq_len, _ = fit_batch(len(split.val), processes, VAL_SEQ_LEN, "validation", processes)
+        val_warning = ""  # a split too short for them is scored whole in fewer: nothing the user chose has changed
+    else:
+        val_batch, val_seq_len, val_warning = fit_batch(len(split.val), batch, seq_len, "validation", processes)
     # train.eval_chars caps each validation at the first windows of every stream: the same text every time.
     val_windows = math.ceil(tc.eval_chars / (val_batch * val_seq_len)) if tc.eval_chars else None
     warnings = tuple(w for w in (warning, val_warning) if w)

@@ -33,9 +33,9 @@ class World:
         return self.size > 1
 
     def rows(self, batch_size: int) -> slice:
-        """This process's contiguous share of `batch_size` streams."""
-        share = batch_size // self.size
-        return slice(self.rank * share, (self.rank + 1) * share)
+        """This process's contiguous share of `batch_size` streams: equal where it divides (a training batch must),
+        else a stream more for the later processes (validation's streams are the same whatever the world size)."""
+        return slice(self.rank * batch_size // self.size, (self.rank + 1) * batch_size // self.size)
 
     def sum(self, tensor: Tensor) -> Tensor:
         """Sum over all processes (in place); the identity in a single process."""

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from charrnn.config import load_config
+from charrnn.data.batching import Streams
 from charrnn.data.encoding import Corpus
+from charrnn.data.split import Split
 from charrnn.errors import UserError
 from charrnn.training import build
 from charrnn.training.build import check_memory, report_corpus, skip_dir
@@ -77,3 +79,41 @@ def test_a_corpus_from_the_cache_is_not_reported_as_encoded():
     said = []
     report_corpus(corpus(), said.append)
     assert said == []
+
+
+def scored(batch: int, seq_len: int, *extra: str, processes: int = 1) -> tuple[build.StreamShapes, np.ndarray]:
+    """The stream shapes of a run with this batch and window, and the validation ids it scores, on 200,000 distinct
+    held-out ids (so that the ids say where in the split they were read)."""
+    split = Split(np.arange(400_000), "tail", np.array([[200_000, 400_000]]))
+    tc = load_config(None, [f"train.batch_size={batch}", f"train.seq_len={seq_len}", *extra]).train
+    shapes = build.stream_shapes(tc, split, processes)
+    return shapes, shapes.val_streams(split).read_ids(shapes.val_windows)
+
+
+@pytest.mark.parametrize("batch, seq_len", [(64, 50), (128, 25), (7, 333), (512, 10)])
+def test_validation_scores_the_same_text_from_the_same_starts_whatever_the_batch_and_window(batch, seq_len):
+    shapes, ids = scored(batch, seq_len)
+    preset_shapes, preset_ids = scored(32, 100)
+    assert (shapes.val_batch, shapes.val_seq_len) == (32, build.VAL_SEQ_LEN)
+    assert len(ids) == 32 * (38 * 100 + 1)  # ceil(120,000 / 3,200) windows of each of 32 streams, and a last target
+    np.testing.assert_array_equal(ids, preset_ids)
+    assert (shapes.batch, shapes.seq_len) == (batch, seq_len)  # training's own shape is untouched
+
+
+def test_eval_streams_0_validates_on_the_batchs_streams_as_runs_before_it_did():
+    shapes, ids = scored(64, 50, "train.eval_streams=0")
+    assert (shapes.val_batch, shapes.val_seq_len, shapes.val_windows) == (64, 50, 38)  # ceil(120,000 / 3,200)
+    np.testing.assert_array_equal(ids, Streams.of(np.arange(200_000, 400_000), 64, 50).read_ids(38))
+    assert set(ids.tolist()) != set(scored(32, 100)[1].tolist())  # other starts: other text
+
+
+@pytest.mark.parametrize("processes", [2, 3, 5])
+def test_validation_scores_the_same_streams_whatever_the_number_of_processes(processes):
+    one, ids = scored(30, 100)
+    shapes, _ = scored(30, 100, processes=processes)
+    assert (shapes.val_batch, shapes.val_seq_len, shapes.val_windows) == (one.val_batch, 100, one.val_windows)
+    split = Split(np.arange(400_000), "tail", np.array([[200_000, 400_000]]))
+    shares = [shapes.val_streams(split, World(torch.device("cpu"), rank, processes).rows(shapes.val_batch))
+              for rank in range(processes)]
+    assert sum(s.batch_size for s in shares) == 32  # uneven where 32 does not divide: every stream, once
+    np.testing.assert_array_equal(np.concatenate([s.data for s in shares]), shapes.val_streams(split).data)

@@ -181,7 +181,10 @@ def test_tiny_corpus_shrinks_the_batch_with_a_warning(tmp_path):
     result = train(fast_config(corpus, "train.max_steps=5"), tmp_path / "r", echo=messages.append)
     assert result.step == 5
     assert any("train split has only" in m for m in messages)
-    assert any("validation split has only" in m for m in messages)
+    assert not any("validation split" in m for m in messages)  # it is scored whole, in fewer of its fixed streams
+    messages.clear()
+    train(fast_config(corpus, "train.max_steps=5", "train.eval_streams=0"), tmp_path / "r0", echo=messages.append)
+    assert any("validation split has only" in m for m in messages)  # the batch's streams, shrunk, as it always was
 
 
 def test_too_small_corpus_is_refused_before_creating_the_run_dir(tmp_path):
@@ -241,7 +244,7 @@ def test_validation_is_capped_by_eval_chars_and_the_final_one_matches(tmp_path, 
     scored = spy_evaluations(monkeypatch)
     cfg = fast_config(corpus_file, "train.max_steps=20", "train.eval_chars=1000", "data.val_fraction=0.5")
     train(cfg, tmp_path / "r")
-    assert scored == [16 * 64] * 2  # one window of every stream, periodic and final alike: ceil(1000 / (16*64))
+    assert scored == [32 * 100] * 2  # one window of each of the 32 streams, periodic and final: ceil(1000 / 3200)
 
 
 def test_a_small_validation_split_is_scored_whole_by_default(tmp_path, corpus_file, monkeypatch):
