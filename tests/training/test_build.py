@@ -117,3 +117,11 @@ def test_validation_scores_the_same_streams_whatever_the_number_of_processes(pro
               for rank in range(processes)]
     assert sum(s.batch_size for s in shares) == 32  # uneven where 32 does not divide: every stream, once
     np.testing.assert_array_equal(np.concatenate([s.data for s in shares]), shapes.val_streams(split).data)
+
+
+def test_a_validation_split_too_short_for_a_stream_per_process_still_gives_each_one():
+    split = Split(np.arange(10_150), "tail", np.array([[10_000, 10_150]]))  # 150 held out: one stream of 100
+    tc = load_config(None, ["train.batch_size=2", "train.seq_len=100"]).train
+    assert build.stream_shapes(tc, split).val_batch == 1
+    shapes = build.stream_shapes(tc, split, processes=2)
+    assert (shapes.val_batch, shapes.val_seq_len) == (2, 74)  # 149 pairs in two streams
