@@ -67,7 +67,8 @@ class StreamShapes:
 
 
 def stream_shapes(tc: TrainConfig, split: Split, processes: int = 1) -> StreamShapes:
-    """The batch and window that fit the split (shrunk, with a warning, when it is short)."""
+    """Training's batch and window that fit the split (shrunk, with a warning, when it is short), and validation's:
+    `train.eval_streams` streams of VAL_SEQ_LEN, fewer where the split is short (0: the batch's, as training's)."""
     if tc.batch_size % processes:
         raise UserError(f"train.batch_size {tc.batch_size} must be divisible by the {processes} processes")
     batch, seq_len, warning = fit_batch(len(split.train), tc.batch_size, tc.seq_len, "train", processes)
