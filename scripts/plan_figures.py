@@ -67,7 +67,8 @@ RESULT = re.compile(r"stopped by (\S+) at step (\d+): val loss ([\d.]+).* best (
 
 
 def host() -> str:
-    """The CPU's model name and whether it has AMX or AVX-512 BF16: every table names its host."""
+    """The CPU's model name, family and model, and whether it has AMX or AVX-512 BF16: every table names its host
+    (lscpu calls two AMD generations "AMD EPYC" alike; the family tells Zen 4, 25, from Zen 5, 26)."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -76,7 +77,9 @@ def host() -> str:
     flags = re.search(r"flags\s*:\s*(.*)", info)
     flags = set(flags.group(1).split()) if flags else set()
     marks = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{name.group(1) if name else platform.machine()} ({', '.join(marks) or 'no bf16 or AMX flags'})"
+    kind = [re.search(rf"^{field}\s*:\s*(\d+)", info, re.M) for field in ("cpu family", "model")]
+    kind_text = f", family {kind[0].group(1)} model {kind[1].group(1)}" if all(kind) else ""
+    return f"{name.group(1) if name else platform.machine()}{kind_text} ({', '.join(marks) or 'no bf16 or AMX flags'})"
 
 
 def run_arm(corpus: str, budget: int, extra: list[str], seed: int, run_dir: Path) -> dict:
