@@ -45,11 +45,15 @@ DEEP_MIN_STEPS = 1000
 # candidates are ranked with it added: at 600 s of tinyshakespeare the rule rated 2 x 512 and 1 x 768 level (0.315),
 # and 1 x 768 scored 1.4014 and 1.4017 against 1.4084 and 1.4195 on two seeds, about 4,000 steps in.
 DEPTH_LAG = 0.038
-# Where the best candidate risks overfitting (its epochs times parameters per character over RISK_WEIGHT_DROP), the
-# candidates the rule rates within this of it are taken fewest parameters first. The rule cannot tell them apart (its
-# RMS residual is 0.025), and there the wider ones scored far worse than it expects: on tinyshakespeare 1 x 1024
-# scored 1.4733 at 600 s and 1 x 1536 1.4649 in an hour, where 1 x 768, rated 0.001 and 0.006 behind them,
-# scored 1.3948-1.4028 in 600 s and 1.3993 in the hour (docs/results.md).
+# The rule cannot tell apart candidates it rates within this of each other (its RMS residual is 0.025), and where it
+# errs, it errs one way by how much the best risks overfitting (its epochs times parameters per character):
+# - over RISK_WEIGHT_DROP, the wider ones scored far worse than it expects: on tinyshakespeare 1 x 1024 scored 1.4733
+#   at 600 s and 1 x 1536 1.4649 in an hour, where 1 x 768, rated 0.001 and 0.006 behind them, scored 1.3948-1.4028
+#   in 600 s and 1.3993 in the hour. So those rated level are taken fewest parameters first;
+# - under it, far from overfitting, the wider ones scored better than it expects: on War and Peace 1 x 512, rated
+#   0.003 behind 1 x 384, scored 0.018 ahead on two seeds; on the kernel's core 1 x 512, rated 0.006 behind, 0.012
+#   and 0.014 ahead on its split; the sweeps' War and Peace runs put 1 x 256 0.04-0.05 worse than the rule and 1 x
+#   512 0.03-0.06 better. So those of the best's depth rated level are taken widest first (docs/results.md).
 RULE_MARGIN = 0.008
 FINALISTS = 3  # the best candidates by estimated speed, timed before the choice
 # A finalist, or a second precision's wide anchor, is timed when the planning, with its timing (by its estimate),
@@ -75,7 +79,7 @@ class Plan:
     why: str = ""  # how the precision and the window were chosen, where they were
     symbols: tuple[int, int] = (0, 0)  # (symbols in use, vocabulary size)
     passed_over: Estimate | None = None  # a deeper model the rule rated better, left out (`_passed_over`)
-    favourite: Estimate | None = None  # the finalist ranked best, where fewer parameters level with it won
+    favourite: Estimate | None = None  # the finalist ranked best, where another rated level with it won
 
     def lines(self) -> list[str]:
         """What the planner chose and why, for the user, before training."""
@@ -113,10 +117,13 @@ class Plan:
             lines.append(f"plan: not {e.shape}, which the rule rates at {e.loss:.3f}: {why}")
         if self.favourite:
             f = self.favourite
-            lines.append(f"plan: not {f.shape}, which the rule rates at {f.loss:.3f}: at {f.epochs:.2g} epochs of "
-                         f"{f.capacity / self.train_chars:.2g} parameters a character it risks overfitting, and of the "
-                         f"candidates rated within {RULE_MARGIN:g} of it the fewest parameters train, as wider ones "
-                         "have scored far worse there than the rule expects")
+            at = f"at {f.epochs:.2g} epochs of {f.capacity / self.train_chars:.2g} parameters a character it"
+            lines.append(f"plan: not {f.shape}, which the rule rates at {f.loss:.3f}: " + (
+                f"{at} risks overfitting, and of the candidates rated within {RULE_MARGIN:g} of it the fewest "
+                "parameters train, as wider ones have scored far worse there than the rule expects"
+                if c.capacity < f.capacity else
+                f"{at} is far from overfitting, and of the candidates rated within {RULE_MARGIN:g} of it the widest "
+                "trains, as wider ones have scored better there than the rule expects"))
         if c.steps < MIN_STEPS:
             lines.append(f"plan: note: the budget buys only {c.steps:,} steps even of this model: a longer budget "
                          "would do better")
@@ -206,7 +213,7 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     fits = sorted((e for e in estimates if e.capacity <= cap and e.steps >= MIN_STEPS), key=rank)
     usable = _early_depth(fits, depth_given) or \
         [min(estimates, key=lambda e: (e.steps < MIN_STEPS, e.capacity))]  # nothing fits: the smallest that runs
-    usable = _fewest_first(usable, rank, train_chars)
+    usable = _level_first(usable, rank, train_chars)
     # The finalists, best first, in the precision the anchors chose: timed in turns, as many as the planning's share
     # of the budget affords, from the cache always; the rest keep the anchors' estimate.
     # Each is timed with the dropout its estimate's epochs call for, which its run will have.
@@ -214,7 +221,7 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     timed = speed.time_finalists(regularized)
     ranked = _early_depth(sorted((speed.again(e, timed.get(e.model), train_chars, budget) for e in regularized),
                                  key=rank), depth_given)
-    finalists = _fewest_first(ranked, rank, train_chars)
+    finalists = _level_first(ranked, rank, train_chars)
     passed_over = None if depth_given else _passed_over(finalists, fits, rank)
     best, window_why = speed.shorten_window(finalists[0], train_chars, budget)
     chosen = speed.again(best, None, train_chars, budget - share.elapsed())  # at its timing, in the seconds left
@@ -251,13 +258,20 @@ def _passed_over(finalists: list[Estimate], fits: list[Estimate], rank: Callable
                  and (e.steps < DEEP_MIN_STEPS or rank(e) >= rank(first))), None)
 
 
-def _fewest_first(ranked: list[Estimate], rank: Callable[[Estimate], float], train_chars: int) -> list[Estimate]:
-    """`ranked` (best first) with, where its best risks overfitting, the candidates rated within RULE_MARGIN of it
-    first, fewest parameters first."""
-    if risk(ranked[0].epochs, ranked[0].capacity / train_chars) <= RISK_WEIGHT_DROP:
-        return ranked
-    level = [e for e in ranked if rank(e) <= rank(ranked[0]) + RULE_MARGIN]  # a prefix of `ranked`
-    return sorted(level, key=lambda e: e.capacity) + ranked[len(level):]
+def _level_first(ranked: list[Estimate], rank: Callable[[Estimate], float], train_chars: int) -> list[Estimate]:
+    """`ranked` (best first) with the candidates rated within RULE_MARGIN of its best first: fewest parameters first
+    where the best risks overfitting, else the widest of its depth that does not (see RULE_MARGIN)."""
+    best = ranked[0]
+    level = [e for e in ranked if rank(e) <= rank(best) + RULE_MARGIN]  # a prefix of `ranked`
+    if overfits(best, train_chars):
+        return sorted(level, key=lambda e: e.capacity) + ranked[len(level):]
+    wider = [e for e in level if e.model.num_layers == best.model.num_layers and not overfits(e, train_chars)]
+    return sorted(wider, key=lambda e: -e.model.hidden_size) + [e for e in ranked if e not in wider]
+
+
+def overfits(e: Estimate, train_chars: int) -> bool:
+    """Whether `e` risks overfitting past RISK_WEIGHT_DROP, where weight dropout takes over."""
+    return risk(e.epochs, e.capacity / train_chars) > RISK_WEIGHT_DROP
 
 
 def _early_depth(ranked: list[Estimate], depth_given: bool) -> list[Estimate]:

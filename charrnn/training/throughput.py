@@ -28,16 +28,19 @@ from charrnn.files import write_atomic
 from charrnn.model import CharRNN, cross_entropy
 from charrnn.training.optim import adamw
 
-STEPS = 2  # timed steps, after one untimed warm-up step; the fastest counts
+# Timed steps, after one untimed warm-up step; the fastest counts. Two were not enough on a Zen 4 EPYC, whose bf16
+# steps swing by up to 2x between seconds: fresh plans of War and Peace read 1 x 512 at 98-129 ms a step with two,
+# 93-96 ms with four (docs/results.md), and one slow reading decides which width trains.
+STEPS = 4
 # Seconds: one timed step this long is timed well enough (a 9,000-symbol head's steps are slow). Shorter steps are
-# timed twice: one step of 0.3 s, timed once, can read half its speed on a busy VM (1 x 384 at 1.4 steps/s where
-# 2 x 384 made 2.4), and one bad reading decides a plan.
+# timed STEPS times: one step of 0.3 s, timed once, can read half its speed on a busy VM (1 x 384 at 1.4 steps/s
+# where 2 x 384 made 2.4), and one bad reading decides a plan.
 LONG_STEP = 1.0
 CACHE = "throughput.json"
 # What a trial's step is, in the cache's keys: a new one when the step changes (2: the fused AdamW on the CPU; 3: the
-# model's dropout, which the keys now hold; 4: a halved window's timing, taken in turns with its full window's), so
-# that timings of the old step are measured again rather than read.
-TRIAL = 4
+# model's dropout, which the keys now hold; 4: a halved window's timing, taken in turns with its full window's; 5:
+# the fastest of four steps, not two), so that timings of the old step are measured again rather than read.
+TRIAL = 5
 LOOP = "loop"  # the first field of a loop share's key; the rest are its trial's
 LOOP_RUNS = 5  # a shape's latest runs, whose shares count: a machine that slowed down is followed
 # A share outside this is no loop's speed but a run that was paused or starved (a SIGSTOP, another trainer).

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from charrnn.cli import main
-from charrnn.config import load_config
+from charrnn.config import ModelConfig, load_config
 from charrnn.errors import UserError
 from charrnn.model import parameter_count
 from charrnn.training import plan as plan_mod
@@ -23,6 +23,7 @@ from charrnn.training.loop import train
 from charrnn.training.plan import PLANNED, free_keys, given_keys, plan_run
 from charrnn.training.resume import run_config
 from charrnn.training.rule import dropout_for, lr_for, predicted_loss, regularization_for, used_symbols
+from charrnn.training.speed import Estimate
 from tests.training.test_loop import interrupt_after, weights
 
 CPU = torch.device("cpu")
@@ -561,7 +562,7 @@ def test_a_second_layer_must_be_rated_ahead_by_more_than_its_lag(monkeypatch):
 @pytest.mark.parametrize("chars, margin, fewest", [
     (1_000_000, 0.008, True),  # 24 epochs: the candidates the rule rates level, fewest parameters first
     (1_000_000, 0.0, False),  # no margin: the rule's best
-    (100_000_000, 0.008, False),  # a fraction of an epoch: nothing to overfit, the rule's best
+    (100_000_000, 0.008, False),  # a fraction of an epoch: nothing to overfit, the rule's best (the widest)
 ])
 def test_where_a_plan_risks_overfitting_the_fewest_parameters_rated_level_train(monkeypatch, chars, margin, fewest):
     monkeypatch.setattr(speed_mod, "step_seconds", lambda *args: (0.05, False))  # every shape as fast: the rule
@@ -581,3 +582,35 @@ def test_where_a_plan_risks_overfitting_the_fewest_parameters_rated_level_train(
     assert p.chosen.capacity == min(e.capacity for e in level)  # the fewest of those rated level
     (line,) = [line for line in p.lines() if line.startswith(f"plan: not {p.favourite.shape}, which the rule")]
     assert f"rated within {margin:g} of it the fewest parameters train" in line
+
+
+@pytest.mark.parametrize("margin, wider", [(0.008, True), (0.0, False)])
+def test_far_from_overfitting_the_widest_rated_level_trains(measured, monkeypatch, margin, wider):
+    # 3M characters, 300 s at this speed: the rule rates 1 x 384 0.004 ahead of 1 x 512, both under an epoch or two
+    monkeypatch.setattr(speed_mod, "step_seconds", fake_speed(per_flop=3e-12))
+    monkeypatch.setattr(plan_mod, "RULE_MARGIN", margin)
+    p = planned(train_chars=3_000_000, budget=300.0)
+    rank = plan_mod._ranking(False)
+    best = min(p.finalists, key=rank)
+    assert best.shape == "1x384" and not plan_mod.overfits(best, 3_000_000)
+    if not wider:
+        assert p.chosen.shape == best.shape and p.favourite is None
+        assert not any(line.startswith("plan: not ") for line in p.lines())
+        return
+    level = [e for e in p.finalists if rank(e) <= rank(best) + margin and e.model.num_layers == 1]
+    assert p.chosen.shape == "1x512" and p.chosen.model.hidden_size == max(e.model.hidden_size for e in level)
+    assert p.favourite.shape == "1x384" and p.config.model.hidden_size == 512
+    assert p.config.train.lr == rule.lr_for(1, 512, p.config.train.batch_size, p.config.train.seq_len)
+    (line,) = [line for line in p.lines() if line.startswith("plan: not 1x384, which the rule")]
+    assert f"far from overfitting, and of the candidates rated within {margin:g} of it the widest trains" in line
+
+
+def test_the_widest_rated_level_is_not_taken_where_it_would_overfit():
+    def estimate(width: int, loss: float, epochs: float) -> Estimate:
+        model = ModelConfig(hidden_size=width)
+        return Estimate(model, 32, 100, width * 1000, width * 1000, "fp32", 0.1, True, 1000, epochs, loss, 0.8, "")
+    narrow, wide = estimate(384, 0.200, 2.0), estimate(512, 0.203, 2.0)
+    rank = plan_mod._ranking(True)
+    assert plan_mod._level_first([narrow, wide], rank, 1_000_000) == [wide, narrow]  # risk 1 and 1.0: widest
+    wide = estimate(512, 0.203, 50.0)  # the wider one at 50 epochs: a risk of 26
+    assert plan_mod._level_first([narrow, wide], rank, 1_000_000) == [narrow, wide]
