@@ -24,7 +24,7 @@ from charrnn.data.split import split_of
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
 from charrnn.training.distributed import World
-from charrnn.training.rule import COVERAGE, RISK_WEIGHT_DROP, lr_for, risk, used_symbols
+from charrnn.training.rule import COVERAGE, RISK_FREE, RISK_WEIGHT_DROP, lr_for, risk, used_symbols
 from charrnn.training.speed import Estimate, Share, SpeedModel, precisions
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "model.weight_dropout",
@@ -45,16 +45,18 @@ DEEP_MIN_STEPS = 1000
 # candidates are ranked with it added: at 600 s of tinyshakespeare the rule rated 2 x 512 and 1 x 768 level (0.315),
 # and 1 x 768 scored 1.4014 and 1.4017 against 1.4084 and 1.4195 on two seeds, about 4,000 steps in.
 DEPTH_LAG = 0.038
-# The rule cannot tell apart candidates it rates within this of each other (its RMS residual is 0.025), and where it
-# errs, it errs one way by how much the best risks overfitting (its epochs times parameters per character):
-# - over RISK_WEIGHT_DROP, the wider ones scored far worse than it expects: on tinyshakespeare 1 x 1024 scored 1.4733
-#   at 600 s and 1 x 1536 1.4649 in an hour, where 1 x 768, rated 0.001 and 0.006 behind them, scored 1.3948-1.4028
-#   in 600 s and 1.3993 in the hour. So those rated level are taken fewest parameters first;
-# - under it, far from overfitting, the wider ones scored better than it expects: on War and Peace 1 x 512, rated
-#   0.003 behind 1 x 384, scored 0.018 ahead on two seeds; on the kernel's core 1 x 512, rated 0.006 behind, 0.012
-#   and 0.014 ahead on its split; the sweeps' War and Peace runs put 1 x 256 0.04-0.05 worse than the rule and 1 x
-#   512 0.03-0.06 better. So those of the best's depth rated level are taken widest first (docs/results.md).
+# The rule cannot tell apart candidates it rates within a margin of each other (its RMS residual is 0.025), and where
+# it errs, it errs one way by how much the best risks overfitting (its epochs times parameters per character).
+# Over RISK_WEIGHT_DROP, the wider ones scored far worse than it expects: on tinyshakespeare 1 x 1024 scored 1.4733 at
+# 600 s and 1 x 1536 1.4649 in an hour, where 1 x 768, rated 0.001 and 0.006 behind them, scored 1.3948-1.4028 in
+# 600 s and 1.3993 in the hour. So those rated within RULE_MARGIN are taken fewest parameters first.
 RULE_MARGIN = 0.008
+# Up to RISK_FREE, with nothing to regularize, the wider ones scored better than it expects: on War and Peace on the
+# Zen 4, 1 x 512, rated 0.003-0.010 behind 1 x 384, scored 0.018 ahead on two seeds; on the kernel's core 1 x 512,
+# rated 0.006 behind, scored 0.012 and 0.014 ahead on its split; the sweeps' War and Peace runs put 1 x 256 0.04-0.05
+# worse than the rule and 1 x 512 0.03-0.06 better. So those of the best's depth rated within WIDE_MARGIN, under both
+# errors seen (0.019, 0.027) and the residual, are taken widest first (docs/results.md).
+WIDE_MARGIN = 0.015
 FINALISTS = 3  # the best candidates by estimated speed, timed before the choice
 # A finalist, or a second precision's wide anchor, is timed when the planning, with its timing (by its estimate),
 # stays within this share of the budget: under the 5% the planning may cost, with room for one slower than guessed.
@@ -122,7 +124,7 @@ class Plan:
                 f"{at} risks overfitting, and of the candidates rated within {RULE_MARGIN:g} of it the fewest "
                 "parameters train, as wider ones have scored far worse there than the rule expects"
                 if c.capacity < f.capacity else
-                f"{at} is far from overfitting, and of the candidates rated within {RULE_MARGIN:g} of it the widest "
+                f"{at} is far from overfitting, and of the candidates rated within {WIDE_MARGIN:g} of it the widest "
                 "trains, as wider ones have scored better there than the rule expects"))
         if c.steps < MIN_STEPS:
             lines.append(f"plan: note: the budget buys only {c.steps:,} steps even of this model: a longer budget "
@@ -259,19 +261,18 @@ def _passed_over(finalists: list[Estimate], fits: list[Estimate], rank: Callable
 
 
 def _level_first(ranked: list[Estimate], rank: Callable[[Estimate], float], train_chars: int) -> list[Estimate]:
-    """`ranked` (best first) with the candidates rated within RULE_MARGIN of its best first: fewest parameters first
-    where the best risks overfitting, else the widest of its depth that does not (see RULE_MARGIN)."""
-    best = ranked[0]
-    level = [e for e in ranked if rank(e) <= rank(best) + RULE_MARGIN]  # a prefix of `ranked`
-    if overfits(best, train_chars):
+    """`ranked` (best first) with, where its best risks overfitting, those rated within RULE_MARGIN of it first,
+    fewest parameters first; where it is far from it, those of its depth rated within WIDE_MARGIN and as far from it,
+    widest first (see RULE_MARGIN and WIDE_MARGIN)."""
+    best, at = ranked[0], lambda e: risk(e.epochs, e.capacity / train_chars)
+    if at(best) > RISK_WEIGHT_DROP:
+        level = [e for e in ranked if rank(e) <= rank(best) + RULE_MARGIN]  # a prefix of `ranked`
         return sorted(level, key=lambda e: e.capacity) + ranked[len(level):]
-    wider = [e for e in level if e.model.num_layers == best.model.num_layers and not overfits(e, train_chars)]
+    if at(best) > RISK_FREE:
+        return ranked
+    wider = [e for e in ranked if rank(e) <= rank(best) + WIDE_MARGIN and at(e) <= RISK_FREE
+             and e.model.num_layers == best.model.num_layers]
     return sorted(wider, key=lambda e: -e.model.hidden_size) + [e for e in ranked if e not in wider]
-
-
-def overfits(e: Estimate, train_chars: int) -> bool:
-    """Whether `e` risks overfitting past RISK_WEIGHT_DROP, where weight dropout takes over."""
-    return risk(e.epochs, e.capacity / train_chars) > RISK_WEIGHT_DROP
 
 
 def _early_depth(ranked: list[Estimate], depth_given: bool) -> list[Estimate]:

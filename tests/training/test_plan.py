@@ -584,15 +584,15 @@ def test_where_a_plan_risks_overfitting_the_fewest_parameters_rated_level_train(
     assert f"rated within {margin:g} of it the fewest parameters train" in line
 
 
-@pytest.mark.parametrize("margin, wider", [(0.008, True), (0.0, False)])
+@pytest.mark.parametrize("margin, wider", [(0.015, True), (0.0, False)])
 def test_far_from_overfitting_the_widest_rated_level_trains(measured, monkeypatch, margin, wider):
-    # 3M characters, 300 s at this speed: the rule rates 1 x 384 0.004 ahead of 1 x 512, both under an epoch or two
+    # 3M characters, 300 s at this speed: the rule rates 1 x 384 0.004 ahead of 1 x 512, both under a risk of 2
     monkeypatch.setattr(speed_mod, "step_seconds", fake_speed(per_flop=3e-12))
-    monkeypatch.setattr(plan_mod, "RULE_MARGIN", margin)
+    monkeypatch.setattr(plan_mod, "WIDE_MARGIN", margin)
     p = planned(train_chars=3_000_000, budget=300.0)
     rank = plan_mod._ranking(False)
     best = min(p.finalists, key=rank)
-    assert best.shape == "1x384" and not plan_mod.overfits(best, 3_000_000)
+    assert best.shape == "1x384" and rule.risk(best.epochs, best.capacity / 3_000_000) <= rule.RISK_FREE
     if not wider:
         assert p.chosen.shape == best.shape and p.favourite is None
         assert not any(line.startswith("plan: not ") for line in p.lines())
@@ -605,12 +605,13 @@ def test_far_from_overfitting_the_widest_rated_level_trains(measured, monkeypatc
     assert f"far from overfitting, and of the candidates rated within {margin:g} of it the widest trains" in line
 
 
-def test_the_widest_rated_level_is_not_taken_where_it_would_overfit():
+def test_the_widest_rated_level_trains_only_where_neither_has_anything_to_regularize():
     def estimate(width: int, loss: float, epochs: float) -> Estimate:
         model = ModelConfig(hidden_size=width)
         return Estimate(model, 32, 100, width * 1000, width * 1000, "fp32", 0.1, True, 1000, epochs, loss, 0.8, "")
-    narrow, wide = estimate(384, 0.200, 2.0), estimate(512, 0.203, 2.0)
-    rank = plan_mod._ranking(True)
-    assert plan_mod._level_first([narrow, wide], rank, 1_000_000) == [wide, narrow]  # risk 1 and 1.0: widest
-    wide = estimate(512, 0.203, 50.0)  # the wider one at 50 epochs: a risk of 26
-    assert plan_mod._level_first([narrow, wide], rank, 1_000_000) == [narrow, wide]
+    narrow, wide = estimate(384, 0.200, 2.0), estimate(512, 0.210, 2.0)  # risks 0.77 and 1.0
+    rank, order = plan_mod._ranking(True), plan_mod._level_first
+    assert order([narrow, wide], rank, 1_000_000) == [wide, narrow]
+    assert order([narrow, estimate(512, 0.220, 2.0)], rank, 1_000_000)[0] is narrow  # rated 0.02 behind
+    assert order([narrow, estimate(512, 0.210, 5.0)], rank, 1_000_000)[0] is narrow  # the wider at a risk of 2.6
+    assert order([estimate(384, 0.200, 8.0), estimate(512, 0.203, 8.0)], rank, 1_000_000)[0].model.hidden_size == 384
