@@ -29,8 +29,8 @@ from charrnn.model import CharRNN, cross_entropy
 from charrnn.training.optim import adamw
 
 # Timed steps, after one untimed warm-up step; the fastest counts. Two were not enough on a Zen 4 EPYC, whose bf16
-# steps swing by up to 2x between seconds: fresh plans of War and Peace read 1 x 512 at 98-129 ms a step with two,
-# 93-96 ms with four (docs/results.md), and one slow reading decides which width trains.
+# steps swing by up to 1.6x within seconds: fresh plans of War and Peace read 1 x 512 at 98-129 ms a step with two,
+# 89-96 ms with four (docs/results.md), and one slow reading decides which width trains.
 STEPS = 4
 # Seconds: one timed step this long is timed well enough (a 9,000-symbol head's steps are slow). Shorter steps are
 # timed STEPS times: one step of 0.3 s, timed once, can read half its speed on a busy VM (1 x 384 at 1.4 steps/s
