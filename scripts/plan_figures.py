@@ -168,7 +168,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, required=True, help="JSON lines: read, then appended to")
     parser.add_argument("--only", action="append", default=[], help="run only these arms (plan, preset, default)")
     parser.add_argument("--group", action="append", default=[], help="run only these groups, e.g. 'warpeace 300 s'")
-    parser.add_argument("--seed", action="append", type=int, default=[], help="run only these seeds")
+    parser.add_argument("--seed", action="append", type=int, default=[],
+                        help="run these seeds instead of each arm's own (a third seed, or one of two)")
     parser.add_argument("--table", action="store_true", help="print the table of --results and run nothing")
     parser.add_argument("--overhead", action="store_true", help="time the planning itself, cold and cached, only")
     parser.add_argument("--scaling", type=Path, help="write the finished runs as fit_scaling.py rows here, only")
@@ -191,8 +192,8 @@ def main() -> None:
             if not all(CORPORA[corpus]):
                 print(f"{group}: skipped, set CHARRNN_LINUX_CORE to the corpus's directory", file=sys.stderr)
                 continue
-            for seed in seeds:  # a rerun after a stop goes on where it stopped
-                if (args.seed and seed not in args.seed) or (where, group, arm, seed) in done:
+            for seed in args.seed or seeds:  # a rerun after a stop goes on where it stopped
+                if (where, group, arm, seed) in done:
                     continue
                 row = {"host": where, "group": group, "arm": arm, "seed": seed, "when": time.strftime("%F %T"),
                        **run_arm(corpus, budget, extra, seed, args.out / f"{corpus}-{budget}-{arm}-{seed}")}
