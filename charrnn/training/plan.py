@@ -253,7 +253,7 @@ def depth_lag(e: Estimate) -> float:
 
 def _passed_over(finalists: list[Estimate], fits: list[Estimate], rank: Callable[[Estimate], float]) -> Estimate | None:
     """A deeper model than the first finalist that the rule rates better, left out for its few steps or its
-    lag (not for RULE_MARGIN's fewer parameters): a finalist as timed, else as estimated."""
+    lag (not for a margin's reordering, `_level_first`): a finalist as timed, else as estimated."""
     first, timed = finalists[0], {e.shape for e in finalists}
     return next((e for e in [*finalists, *(e for e in fits if e.shape not in timed)]
                  if e.model.num_layers > first.model.num_layers and e.loss < first.loss
