@@ -49,6 +49,11 @@ class ModelConfig:
     embed_dropout: float = _opt(0.0, "dropout on the character embeddings", lambda x: 0 <= x < 1, "in [0, 1)")
     weight_dropout: float = _opt(0.0, "DropConnect on the recurrent weights (weight_hh): one mask a step, shared "
                                  "by every stream and time step", lambda x: 0 <= x < 1, "in [0, 1)")
+    head_cutoff: int = _opt(0, "0: a softmax head over the whole vocabulary; N: an adaptive softmax head "
+                            "(nn.AdaptiveLogSoftmaxWithLoss) over the N most frequent symbols and one cluster of the "
+                            "rest, which a step scores only where they occur: the same exact probabilities, far "
+                            "cheaper where thousands of rare symbols make up a sliver of the text (N >= the "
+                            "vocabulary size - 1: the full head)", _non_negative, ">= 0")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """CharRNN: character embedding -> stacked fused recurrent cell -> dropout -> linear head over the vocabulary.
 
-The cell is PyTorch's fused `nn.LSTM`, `nn.GRU` or `nn.RNN` (tanh): oneDNN on CPU, cuDNN on CUDA.
+The cell is PyTorch's fused `nn.LSTM`, `nn.GRU` or `nn.RNN` (tanh): oneDNN on CPU, cuDNN on CUDA. The head is a
+softmax over the vocabulary or, with model.head_cutoff, PyTorch's adaptive softmax (Grave et al., 2017).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 GATE_BLOCKS = {"lstm": ("input", "forget", "candidate", "output"), "gru": ("reset", "update", "candidate"),
                "rnn": ("candidate",)}
 LAYER_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # each layer's parameters, as `_lN` suffixes name
+TAIL_DIV = 4  # the adaptive head's rare cluster projects the hidden state to hidden_size / TAIL_DIV first
 
 
 class Dropout(nn.Dropout):
@@ -49,7 +51,8 @@ class Dropout(nn.Dropout):
 
 
 class CharRNN(nn.Module):
-    def __init__(self, vocab_size: int, cfg: ModelConfig) -> None:
+    def __init__(self, vocab_size: int, cfg: ModelConfig, counts: Tensor | None = None) -> None:
+        """`counts`, each symbol's in the training text, orders an adaptive head's symbols (the checkpoint keeps it)."""
         super().__init__()
         self.vocab_size = vocab_size
         self.cfg = cfg
@@ -64,7 +67,17 @@ class CharRNN(nn.Module):
         # `_layered` runs each layer's weights through; a tuple, so that they stay out of the state dict.
         self._one_layer = tuple(CELLS[cfg.cell](size, cfg.hidden_size, device="meta")
                                 for size in (cfg.embed_dim, cfg.hidden_size)[: cfg.num_layers])
-        self.head = nn.Linear(cfg.hidden_size, vocab_size)
+        # The head scores every symbol; an adaptive one (Grave et al., 2017), the head_cutoff most frequent and one
+        # cluster of the rest, which `tail` then splits through a projection TAIL_DIV times narrower.
+        self.adaptive = adaptive(vocab_size, cfg)
+        self.head = nn.Linear(cfg.hidden_size, head_outputs(vocab_size, cfg))
+        if self.adaptive:
+            narrow = cfg.hidden_size // TAIL_DIV
+            self.tail = nn.Sequential(nn.Linear(cfg.hidden_size, narrow, bias=False),
+                                      nn.Linear(narrow, vocab_size - cfg.head_cutoff, bias=False))
+            # rank[id]: the symbol's place by frequency in the training text, the order the head and tail score in.
+            order = torch.arange(vocab_size) if counts is None else torch.sort(-counts, stable=True).indices
+            self.register_buffer("rank", torch.empty_like(order).scatter_(0, order, torch.arange(vocab_size)))
         self._init_recurrent()
 
     def _init_recurrent(self) -> None:
@@ -97,12 +110,41 @@ class CharRNN(nn.Module):
         shape = (self.cfg.num_layers, batch_size, self.cfg.hidden_size)
         return tuple(torch.zeros(shape, device=device) for _ in range(self.state_size))
 
-    def forward(self, ids: Tensor, hidden: Hidden | None = None) -> tuple[Tensor, Hidden]:
-        """(B, T) ids -> (B, T, V) logits and the hidden state after the last step."""
+    def forward(self, ids: Tensor, hidden: Hidden | None = None, targets: Tensor | None = None,
+                reduction: str = "mean") -> tuple[Tensor, Hidden]:
+        """(B, T) ids -> (B, T, V) logits and the hidden state after the last step; given (B, T) targets, their loss
+        in nats per character instead (`reduction` as F.cross_entropy's; "none": (T * B,), time-major). Losses come
+        from here, inside a DDP wrapper's forward, so that an adaptive head scores its rare cluster only where it
+        must."""
         x = self.embed_drop(self.embed(ids.t()))  # (T, B, E)
         out, hidden = self._recurrent(x, _unpack(hidden))  # (T, B, H)
-        logits = self.head(self.drop(out))  # (T, B, V)
-        return logits.transpose(0, 1), _pack(hidden)  # (B, T, V), a view: no copy
+        out = self.drop(out)
+        if targets is None:
+            return self.logits(out).transpose(0, 1), _pack(hidden)  # (B, T, V), a view: no copy
+        if not self.adaptive:
+            return cross_entropy(self.head(out).transpose(0, 1), targets, reduction), _pack(hidden)
+        losses = -self._scored(out.reshape(-1, out.shape[-1]), self.rank[targets.t().reshape(-1)])  # (T * B,)
+        return (losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()), \
+            _pack(hidden)
+
+    def _scored(self, out: Tensor, ranks: Tensor) -> Tensor:
+        """An adaptive head's log-probabilities of (N,) symbols by `rank` after (N, H) outputs: the rare cluster's
+        only where a rare symbol comes. In fp32, as cross_entropy's; the matmuls in autocast's dtype."""
+        cutoff = self.cfg.head_cutoff
+        scored = self.head(out).float().log_softmax(-1).gather(1, ranks.clamp(max=cutoff)[:, None])[:, 0]  # (N,)
+        rows = (ranks >= cutoff).nonzero()[:, 0]
+        if len(rows) == 0:
+            return scored
+        rare = self.tail(out[rows]).float().log_softmax(-1).gather(1, ranks[rows, None] - cutoff)[:, 0]
+        return scored.index_add(0, rows, rare)
+
+    def logits(self, out: Tensor) -> Tensor:
+        """(..., H) cell outputs -> (..., V) logits; an adaptive head's are its log-probabilities."""
+        if not self.adaptive:
+            return self.head(out)
+        head = self.head(out).float().log_softmax(-1)  # (..., cutoff + 1): the frequent symbols, then the cluster
+        tail = self.tail(out).float().log_softmax(-1) + head[..., -1:]  # (..., V - cutoff)
+        return torch.cat([head[..., :-1], tail], -1)[..., self.rank]  # by rank -> by id
 
     def _recurrent(self, x: Tensor, hidden: Tensor | tuple[Tensor, Tensor] | None) -> tuple[Tensor, Any]:
         """The fused cell over (T, B, E) inputs: whole, or in training one layer at a time where that is cheaper."""
@@ -144,11 +186,26 @@ class CharRNN(nn.Module):
         return slice(block * size, (block + 1) * size)
 
 
+def adaptive(vocab_size: int, cfg: ModelConfig) -> bool:
+    """Whether CharRNN(vocab_size, cfg) has an adaptive head: a cutoff that leaves at least two symbols out of it."""
+    return 0 < cfg.head_cutoff < vocab_size - 1
+
+
+def head_outputs(vocab_size: int, cfg: ModelConfig) -> int:
+    """The logits a training step computes for every character: the vocabulary's, or an adaptive head's own
+    (its symbols and the rare cluster's one; the cluster's own logits come only where a rare symbol does)."""
+    return cfg.head_cutoff + 1 if adaptive(vocab_size, cfg) else vocab_size
+
+
 def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
     """How many parameters CharRNN(vocab_size, cfg) has, computed without building it."""
     size, gates = cfg.hidden_size, len(GATE_BLOCKS[cfg.cell])
     first, rest = gates * size * (cfg.embed_dim + size + 2), gates * size * (2 * size + 2)
-    return vocab_size * cfg.embed_dim + first + (cfg.num_layers - 1) * rest + (size + 1) * vocab_size
+    head = (size + 1) * vocab_size
+    if adaptive(vocab_size, cfg):  # the head's matrix and bias, then the rare cluster's two matrices, without bias
+        tail = size // TAIL_DIV
+        head = (size + 1) * (cfg.head_cutoff + 1) + size * tail + tail * (vocab_size - cfg.head_cutoff)
+    return vocab_size * cfg.embed_dim + first + (cfg.num_layers - 1) * rest + head
 
 
 def train_flops_per_char(vocab_size: int, cfg: ModelConfig) -> float:
@@ -156,13 +213,14 @@ def train_flops_per_char(vocab_size: int, cfg: ModelConfig) -> float:
     gates = len(GATE_BLOCKS[cfg.cell])
     forward = sum(2 * gates * cfg.hidden_size * ((cfg.embed_dim if i == 0 else cfg.hidden_size) + cfg.hidden_size)
                   for i in range(cfg.num_layers))
-    return 3 * (forward + 2 * cfg.hidden_size * vocab_size)
+    return 3 * (forward + 2 * cfg.hidden_size * head_outputs(vocab_size, cfg))
 
 
 def training_bytes(vocab_size: int, cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
     """A rough lower bound on the memory training needs: fp32 weights, gradients and AdamW's two moments,
     plus the activations one window keeps for backpropagation."""
-    per_step = cfg.embed_dim + cfg.num_layers * cfg.hidden_size * (len(GATE_BLOCKS[cfg.cell]) + 2) + 2 * vocab_size
+    per_step = (cfg.embed_dim + cfg.num_layers * cfg.hidden_size * (len(GATE_BLOCKS[cfg.cell]) + 2)
+                + 2 * head_outputs(vocab_size, cfg))
     return 4 * (4 * parameter_count(vocab_size, cfg) + batch_size * seq_len * per_step)
 
 

@@ -87,8 +87,8 @@ def resume(run_dir: Path, overrides: tuple[str, ...] | list[str] = (), **kwargs)
 
 def random_model(vocab_size: int, cell: str = "lstm", *, seed: int = 0, embed_dim: int = 8, hidden_size: int = 32,
                  num_layers: int = 2, dropout: float = 0.0, embed_dropout: float = 0.0, weight_dropout: float = 0.0,
-                 jitter: float = 0.0,
-                 sharpness: float = 1.0, training: bool = False) -> CharRNN:
+                 head_cutoff: int = 0, jitter: float = 0.0, sharpness: float = 1.0, training: bool = False,
+                 counts: torch.Tensor | None = None) -> CharRNN:
     """The tests' one tiny-model factory: an untrained CharRNN (2 x 32 unless told), built after seeding torch.
 
     `jitter` adds that much Gaussian noise to every parameter (GRU and RNN biases start at zero: with it, every
@@ -96,8 +96,8 @@ def random_model(vocab_size: int, cell: str = "lstm", *, seed: int = 0, embed_di
     """
     torch.manual_seed(seed)
     cfg = ModelConfig(cell=cell, embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout,
-                      embed_dropout=embed_dropout, weight_dropout=weight_dropout)
-    model = CharRNN(vocab_size, cfg).train(training)
+                      embed_dropout=embed_dropout, weight_dropout=weight_dropout, head_cutoff=head_cutoff)
+    model = CharRNN(vocab_size, cfg, counts).train(training)
     with torch.no_grad():
         if jitter:
             for param in model.parameters():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from charrnn.model import Dropout, bpc, cross_entropy, detach, eval_mode, parameter_count
+from charrnn.model import CharRNN, Dropout, bpc, cross_entropy, detach, eval_mode, parameter_count
 from tests.helpers import random_model
 
 
@@ -202,3 +202,58 @@ def test_cpu_dropout_is_seeded_odd_sized_and_off_in_eval():
     assert torch.equal(drop.eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
     assert Dropout(0.3)(torch.empty(0, 4)).shape == (0, 4)
+
+
+def adaptive_model(**kw) -> CharRNN:
+    """10 symbols, of which the 4 most frequent are scored in the head: ids 1, 3, 7 and 8 by these counts."""
+    counts = torch.tensor([5, 100, 3, 50, 7, 1, 0, 20, 9, 2])
+    return random_model(10, head_cutoff=4, counts=counts, jitter=0.1, **kw)
+
+
+def test_an_adaptive_head_scores_exact_probabilities_in_frequency_order():
+    model = adaptive_model()
+    assert model.rank.tolist() == [5, 0, 6, 1, 4, 8, 9, 2, 3, 7]  # 1 is the most frequent, 6 the least
+    assert parameter_count(10, model.cfg) == model.num_params() and model.head.out_features == 5
+    logits, _ = model(torch.randint(0, 10, (3, 7)))
+    torch.testing.assert_close(logits.exp().sum(-1), torch.ones(3, 7))  # log-probabilities over all 10 symbols
+    out = torch.randn(2, 32)
+    head = model.head(out).log_softmax(-1)  # the 4 frequent symbols by rank, then the cluster of the other 6
+    torch.testing.assert_close(model.logits(out)[:, [1, 3, 7, 8]], head[:, :4])
+    rare = model.tail(out).log_softmax(-1) + head[:, 4:]  # ranks 4..9: ids 4, 0, 2, 9, 5, 6
+    torch.testing.assert_close(model.logits(out)[:, [4, 0, 2, 9, 5, 6]], rare)
+
+
+@pytest.mark.parametrize("targets", ["frequent", "mixed"])
+def test_an_adaptive_heads_loss_is_the_cross_entropy_of_its_probabilities(targets):
+    model = adaptive_model()
+    ids = torch.randint(0, 10, (3, 7))
+    every = torch.arange(21).reshape(3, 7)
+    y = torch.tensor([1, 3, 7, 8])[every % 4] if targets == "frequent" else every % 10  # the 4 frequent, or all 10
+    logits, hidden = model(ids)
+    for reduction in ("none", "sum", "mean"):
+        loss, same = model(ids, None, y, reduction)
+        torch.testing.assert_close(loss, cross_entropy(logits, y, reduction))
+        torch.testing.assert_close(same, hidden)
+    # The rare cluster learns only from the rare symbols: without one, it gets no gradient at all.
+    model.train()
+    model(ids, None, y)[0].backward()
+    assert (model.tail[1].weight.grad is None) == (targets == "frequent")
+    assert model.head.weight.grad is not None
+
+
+def test_an_adaptive_head_trains_under_bf16_autocast_on_rare_symbols():
+    model = adaptive_model(training=True)
+    ids, y = torch.randint(0, 10, (4, 9)), torch.tensor([[6, 5, 0, 2, 9, 4, 1, 3, 7]] * 4)  # every rare one
+    exact, _ = model(ids, None, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = model(ids, None, y)
+    assert loss.dtype == torch.float32 and abs(loss.item() - exact.item()) < 0.05
+    loss.backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("cutoff", [0, 9, 10, 50])
+def test_a_cutoff_that_leaves_fewer_than_two_rare_symbols_is_the_full_head(cutoff):
+    model = random_model(10, head_cutoff=cutoff)
+    assert not model.adaptive and model.head.out_features == 10 and not hasattr(model, "tail")
+    assert parameter_count(10, model.cfg) == model.num_params()

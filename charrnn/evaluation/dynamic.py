@@ -52,7 +52,7 @@ from charrnn.data.split import split_of
 from charrnn.devices import resolve_device
 from charrnn.errors import UserError
 from charrnn.evaluation.corpus import run_corpus
-from charrnn.model import CharRNN, bpc, cross_entropy, detach
+from charrnn.model import CharRNN, bpc, detach
 
 STATS_CHARS = 20_000  # training characters behind the gradient statistics: a few seconds' work
 RMS_FLOOR = 0.1
@@ -118,12 +118,13 @@ def gradient_stats(model: CharRNN, ids: Tensor, segment_len: int) -> GradStats:
         raise UserError(f"gradient statistics need at least {segment_len + 1} characters of training text")
     hidden = None
     for start, end in full:
-        logits, hidden = learner(ids[None, start:end], hidden)
+        loss, hidden = learner(ids[None, start:end], hidden, ids[None, start + 1 : end + 1])
         hidden = detach(hidden)
         learner.zero_grad(set_to_none=True)
-        cross_entropy(logits, ids[None, start + 1 : end + 1]).backward()
+        loss.backward()
         for name, p in learner.named_parameters():
-            squares[name].addcmul_(p.grad, p.grad)
+            if p.grad is not None:  # an adaptive head's rare cluster has none where no rare symbol came
+                squares[name].addcmul_(p.grad, p.grad)
     rms = {name: (sq / len(full)).sqrt_() for name, sq in squares.items()}
     return GradStats(rms, segment_len)
 
@@ -144,7 +145,8 @@ class _Update:
     def __call__(self) -> None:
         for p, start, step, decay in zip(self.params, self.start, self.step, self.decay, strict=True):
             p.lerp_(start, decay)  # the decay is taken from the weights before this step, as in the paper
-            p.addcmul_(p.grad, step, value=-1.0)
+            if p.grad is not None:  # as in `gradient_stats`
+                p.addcmul_(p.grad, step, value=-1.0)
 
 
 def dynamic_evaluate(model: CharRNN, ids: Tensor, stats: GradStats, lr: float, decay: float, *,
@@ -165,9 +167,8 @@ def dynamic_evaluate(model: CharRNN, ids: Tensor, stats: GradStats, lr: float, d
     segments = _segments(ids, stats.segment_len)
     for index, (start, end) in enumerate(tqdm(segments, desc="dynamic eval", leave=False, disable=not progress,
                                               dynamic_ncols=True)):
-        logits, hidden = learner(ids[None, start:end], hidden)
+        loss, hidden = learner(ids[None, start:end], hidden, ids[None, start + 1 : end + 1], reduction="none")  # (T,)
         hidden = detach(hidden)
-        loss = cross_entropy(logits, ids[None, start + 1 : end + 1], reduction="none")  # (T,)
         losses[start:end] = loss.detach()  # scored before the step below has seen these characters
         if index + 1 < len(segments):  # after the last segment there is nothing left to score
             learner.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ from charrnn.devices import resolve_device
 from charrnn.errors import UserError
 from charrnn.evaluation.baselines import SCORED_CHARS, Baselines, baselines, compressor_bpc
 from charrnn.evaluation.corpus import run_corpus
-from charrnn.model import CharRNN, bpc, cross_entropy, eval_mode
+from charrnn.model import CharRNN, bpc, eval_mode
 from charrnn.training.build import stream_shapes
 from charrnn.training.distributed import World
 from charrnn.vocab import Vocab
@@ -57,8 +57,8 @@ def evaluate(model: CharRNN, streams: Streams, world: World, *, windows: int | N
         for index in tqdm(range(count), desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
             check()
             x, y = (t.to(world.device, non_blocking=True) for t in streams.window(index))
-            logits, hidden = model(x, hidden)
-            total += cross_entropy(logits, y, reduction="sum").double()
+            loss, hidden = model(x, hidden, y, reduction="sum")
+            total += loss.double()
             scored += y.numel()
     chars = world.sum(torch.tensor(scored, device=world.device))
     return world.sum(total).item() / chars.item(), int(chars.item())
@@ -73,8 +73,7 @@ def score_ids(model: CharRNN, ids: Tensor, skip: int = 0, seq_len: int = FILE_SE
     with eval_mode(model):
         for start in range(0, len(inputs), seq_len):
             window = slice(start, start + seq_len)
-            logits, hidden = model(inputs[None, window], hidden)  # (1, T, V)
-            losses = cross_entropy(logits, targets[None, window], reduction="none")  # (T,)
+            losses, hidden = model(inputs[None, window], hidden, targets[None, window], reduction="none")  # (T,)
             total += losses[max(skip - start, 0):].sum(dtype=torch.float64)
     return total.item()
 

@@ -57,8 +57,11 @@ class Stepper:
                 else:
                     self.weights.append(torch.cat([w_ih, w_hh], dim=1).t().contiguous())
                     self.biases.append(b_ih)
-            self.head_weight = model.head.weight.float().t().contiguous()  # (H, V)
-            self.head_bias = model.head.bias.float()
+            # A full head is one matmul, (H, V) and (V,); an adaptive one scores through its own module.
+            self.adaptive_head = model.logits if model.adaptive else None
+            full = not model.adaptive
+            self.head_weight = model.head.weight.float().t().contiguous() if full else torch.empty(0)
+            self.head_bias = model.head.bias.float() if full else torch.empty(0)
         self.size = size
 
     def __call__(self, ids: Tensor, state: State) -> Tensor:
@@ -78,6 +81,8 @@ class Stepper:
                 else:
                     x = pre.tanh_()
             hs[layer] = x
+        if self.adaptive_head is not None:
+            return self.adaptive_head(x)
         return torch.addmm(self.head_bias, x, self.head_weight)
 
     def _lstm(self, gates: Tensor, cell: Tensor) -> tuple[Tensor, Tensor]:

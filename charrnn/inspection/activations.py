@@ -57,7 +57,7 @@ def record(model: CharRNN, ids: Sequence[int] | np.ndarray | Tensor, state: Hidd
     """Run `model` over `ids` with the state carried from `state` (blank when None), recording every signal."""
     ids = torch.as_tensor(np.asarray(ids), dtype=torch.long).reshape(-1)
     cfg = model.cfg
-    device = model.head.weight.device
+    device = model.embed.weight.device
     names = RECORDED[cfg.cell]
     total = len(ids)
     signals = {name: np.empty((cfg.num_layers, total, cfg.hidden_size), dtype) for name in names}
@@ -76,7 +76,7 @@ def record(model: CharRNN, ids: Sequence[int] | np.ndarray | Tensor, state: Hidd
                     signals[name][layer, start:stop] = values[name].float().cpu().numpy()
                 carried[layer] = (h[-1:],) + ((values["c"][-1:],) if cfg.cell == "lstm" else ())
                 x = h
-            probs[start:stop] = model.head(x).float().softmax(dim=-1).cpu().numpy()
+            probs[start:stop] = model.logits(x).float().softmax(dim=-1).cpu().numpy()
     final = tuple(torch.stack([c[i][0] for c in carried]).unsqueeze(1) for i in range(model.state_size))
     return Activations(cfg.cell, signals, probs, final)
 

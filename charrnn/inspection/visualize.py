@@ -104,7 +104,7 @@ def _warm(model: CharRNN, prefix: np.ndarray) -> tuple[Hidden | None, np.ndarray
     """The state after reading `prefix` (None when empty) and its distribution of the next character."""
     if len(prefix) == 0:
         return None, None
-    ids = torch.as_tensor(prefix.astype(np.int64), device=model.head.weight.device)
+    ids = torch.as_tensor(prefix.astype(np.int64), device=model.embed.weight.device)
     logits, hidden = model(ids[None])  # (1, T, V)
     return hidden, logits[0, -1].float().softmax(-1).cpu().numpy()
 
@@ -114,7 +114,7 @@ def _control(model: CharRNN) -> CharRNN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(CONTROL_SEED)
         control = CharRNN(model.vocab_size, model.cfg)
-    return control.to(model.head.weight.device).eval()
+    return control.to(model.embed.weight.device).eval()
 
 
 def _surprisal(probs: np.ndarray, ids: np.ndarray, first: np.ndarray | None) -> np.ndarray:

@@ -1,7 +1,8 @@
 """ONNX export: the model as a graph that any ONNX runtime can run and sample from, without charrnn or torch.
 
     inputs:  ids (int64, [batch, time]), h0 (+ c0 for the LSTM) (float32, [num_layers, batch, hidden_size])
-    outputs: logits (float32, [batch, time, vocab]), hn (+ cn)
+    outputs: logits (float32, [batch, time, vocab]; an adaptive head's are log-probabilities, the same softmax),
+             hn (+ cn)
     metadata_props: vocab (JSON string; id i is character i), byte_level, config (JSON), cell, charrnn_version
 
 The recurrent layers become ONNX's own LSTM / GRU / RNN operators, so the batch and time axes stay dynamic.

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -17,7 +18,7 @@ from charrnn.data.encoding import Corpus
 from charrnn.data.split import Split
 from charrnn.devices import available_memory, check_precision
 from charrnn.errors import UserError
-from charrnn.model import CharRNN, training_bytes
+from charrnn.model import CharRNN, adaptive, training_bytes
 from charrnn.training import rundir
 from charrnn.training.distributed import World, restore_rng
 from charrnn.training.optim import load_moments, make_optimizer
@@ -97,12 +98,14 @@ def build(cfg: Config, world: World, corpus: Corpus, split: Split, echo: Callabl
     precision = choice.precision
     check_precision(precision, world.device, cfg.model.cell)
     torch.manual_seed(tc.seed)  # the same initial weights in every process
-    model = CharRNN(corpus.vocab.size, cfg.model).to(world.device)
+    model = CharRNN(corpus.vocab.size, cfg.model, symbol_counts(split.train, corpus.vocab.size)
+                    if adaptive(corpus.vocab.size, cfg.model) else None).to(world.device)
     model.rnn.flatten_parameters()  # one contiguous weight buffer for cuDNN
     net = model
-    if world.enabled:
+    if world.enabled:  # an adaptive head's rare cluster has no gradient in a step without a rare symbol
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+            model, device_ids=[world.device.index] if world.device.type == "cuda" else None,
+            find_unused_parameters=model.adaptive)
     global_index = torch.arange(batch)[world.rows(batch)]
     return Parts(
         model=model, net=net, optimizer=make_optimizer(model, tc, world.device),
@@ -112,6 +115,11 @@ def build(cfg: Config, world: World, corpus: Corpus, split: Split, echo: Callabl
         train=Streams.of(split.train, batch, seq_len, world.rows(batch)),
         val=shapes.val_streams(split, world.rows(shapes.val_batch)), val_windows=shapes.val_windows,
         reset_offsets=(global_index * max(tc.reset_every, 1) // batch).to(world.device))
+
+
+def symbol_counts(train: np.ndarray, vocab_size: int) -> Tensor:
+    """How often each symbol occurs in the training split: the order an adaptive head ranks them in."""
+    return torch.from_numpy(np.bincount(train, minlength=vocab_size).astype(np.int64))
 
 
 def _agreed_precision(cfg: Config, vocab_size: int, batch_size: int, seq_len: int, world: World) -> Choice:

@@ -28,6 +28,7 @@ from charrnn.training.rule import COVERAGE, RISK_FREE, RISK_WEIGHT_DROP, lr_for,
 from charrnn.training.speed import Estimate, Share, SpeedModel, precisions
 
 PLANNED = ("model.embed_dim", "model.hidden_size", "model.num_layers", "model.dropout", "model.weight_dropout",
+           "model.head_cutoff",
            "train.batch_size", "train.seq_len", "train.lr", "train.weight_decay", "train.warmup_steps",
            "train.min_lr_ratio", "train.precision", "train.max_steps")
 WIDTHS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
@@ -90,7 +91,9 @@ class Plan:
         c, m, t = self.chosen, self.config.model, self.config.train
         others = ", ".join(f"{e.shape} {e.loss:.3f} at {e.loop / e.seconds_per_step:.1f} steps/s"
                            for e in self.finalists if e.shape != c.shape)
-        lines = [f"plan: {m.num_layers} x {m.hidden_size} {m.cell.upper()}, embedding {m.embed_dim}, {c.params:,} "
+        head = f"an adaptive head over {m.head_cutoff:,} symbols, " if m.head_cutoff else ""
+        lines = [f"plan: {m.num_layers} x {m.hidden_size} {m.cell.upper()}, embedding {m.embed_dim}, {head}"
+                 f"{c.params:,} "
                  f"parameters for {self.train_chars:,} training characters ({c.params / self.train_chars:.2g} per "
                  f"character); batch {t.batch_size} x seq_len {t.seq_len}, lr {t.lr:.2g}, dropout {m.dropout:g}, "
                  + (f"weight dropout {m.weight_dropout:g}, " if m.weight_dropout else "")
@@ -203,8 +206,10 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     fixed = {k: _get(cfg, k) for k in PLANNED if k not in free}
     precision = cfg.train.precision if "train.precision" in fixed else "auto"  # unset: as fast as measured
 
+    # Where most of the vocabulary is rare, an adaptive head over the symbols in use may be far faster (`_head`).
+    cutoff = symbols if "model.head_cutoff" not in fixed and 2 * symbols <= vocab_size else 0
     speed = SpeedModel(cfg.model, fixed, (vocab_size, symbols), processes, device,
-                       precisions(precision, device, cfg.model), share)
+                       precisions(precision, device, cfg.model), share, cutoff)
     candidates = [(layers, width) for layers in _options(fixed, "model.num_layers", DEPTHS)
                   for width in _options(fixed, "model.hidden_size", WIDTHS) if layers == 1 or width >= DEEP_MIN_WIDTH]
     # Every candidate is ranked on the whole budget, so that the plan depends on the measurements alone.
@@ -230,14 +235,14 @@ def plan_run(cfg: Config, free: Sequence[str], train_chars: int, vocab_size: int
     values = {"model.num_layers": chosen.model.num_layers, "model.hidden_size": chosen.model.hidden_size,
               "model.embed_dim": chosen.model.embed_dim, "train.batch_size": chosen.batch_size,
               "train.seq_len": chosen.seq_len, "model.dropout": chosen.model.dropout,
-              "model.weight_dropout": chosen.model.weight_dropout,
+              "model.weight_dropout": chosen.model.weight_dropout, "model.head_cutoff": chosen.model.head_cutoff,
               "train.lr": lr_for(chosen.model.num_layers, chosen.model.hidden_size, chosen.batch_size, chosen.seq_len),
               "train.weight_decay": WEIGHT_DECAY, "train.warmup_steps": WARMUP, "train.min_lr_ratio": 0.0,
               "train.precision": chosen.precision, "train.max_steps": max(STEP_CAP, 2 * chosen.steps)}
     planned = cfg.with_overrides((), {k: v for k, v in values.items() if k in free})
     return Plan(planned, chosen, tuple(finalists), len(estimates), train_chars, budget, share.elapsed(),
                 tuple(k for k in PLANNED if k not in free),
-                (speed.why(chosen) if "train.precision" in free else "") + window_why,
+                (speed.why(chosen) if "train.precision" in free else "") + window_why + speed.head_why,
                 (symbols, vocab_size), passed_over, ranked[0] if ranked[0] is not finalists[0] else None)
 
 

@@ -99,10 +99,12 @@ class SpeedModel:
     """Seconds per step of any candidate: timed for anchors and finalists, a line through FLOPs for the rest."""
 
     def __init__(self, model: ModelConfig, fixed: dict[str, object], vocab: tuple[int, int], processes: int,
-                 device: torch.device, precisions: tuple[str, ...], share: Share) -> None:
+                 device: torch.device, precisions: tuple[str, ...], share: Share, cutoff: int = 0) -> None:
+        """`cutoff`: an adaptive head over that many symbols, to time against the full head and take if faster."""
         self.model, self.fixed, (self.vocab_size, self.symbols), self.processes = model, fixed, vocab, processes
         self.device, self.precisions, self.share = device, precisions, share
         self.borrowed = False  # whether bf16's wide anchor went untimed, fp32's slope standing in
+        self.head_why = self._head(cutoff) if cutoff else ""
         self.lines: dict[str, tuple[float, float, float]] = {}
         for precision in precisions:
             self.lines[precision] = self._line(precision)
@@ -122,6 +124,23 @@ class SpeedModel:
                         dropout=float(self.fixed.get("model.dropout", dropout)),  # type: ignore[arg-type]
                         weight_dropout=float(self.fixed.get("model.weight_dropout", weight_dropout)))  # type: ignore[arg-type]
         return replace(e, model=model)
+
+    def _head(self, cutoff: int) -> str:
+        """Take an adaptive head over the `cutoff` most frequent symbols where the narrow anchor, timed in turns with
+        the full head, runs at least MARGIN faster with it; for the plan's why line, what it found."""
+        precision, full = self.precisions[-1], self.shape(*ANCHORS[0])
+        trials = [Trial(precision, m, BATCH // self.processes, SEQ_LEN)
+                  for m in (full, replace(full, head_cutoff=cutoff))]
+        seconds = [self._cached(t.precision, t.model, BATCH, SEQ_LEN) for t in trials]
+        if None in seconds:
+            self.share.before_timing()
+            seconds = turn_seconds(trials, self.vocab_size, self.device)
+        speedup = seconds[0] / seconds[1]
+        if speedup >= MARGIN:
+            self.model = replace(self.model, head_cutoff=cutoff)
+        return (f"; {'an adaptive' if speedup >= MARGIN else 'a full'} head: {self.vocab_size - cutoff:,} rare "
+                f"symbols in one cluster ran {full.num_layers}x{full.hidden_size} at {speedup:.2f}x a full head's "
+                "speed")
 
     def flops(self, model: ModelConfig, batch: int, seq_len: int) -> float:
         return train_flops_per_char(self.vocab_size, model) * batch * seq_len

@@ -12,7 +12,7 @@ from charrnn.checkpoint import LAST, checkpoint_dir
 from charrnn.config import TrainConfig
 from charrnn.devices import autocast
 from charrnn.errors import UserError
-from charrnn.model import Hidden, bpc, cross_entropy, detach
+from charrnn.model import Hidden, bpc, detach
 from charrnn.training.build import Parts
 from charrnn.training.distributed import World
 from charrnn.training.optim import lr_at
@@ -29,8 +29,7 @@ def train_step(parts: Parts, tc: TrainConfig, state: RunState, hidden: Hidden,
     if world.device.type == "cuda":
         x, y = (t.pin_memory().to(world.device, non_blocking=True) for t in (x, y))
     with autocast(world.device, parts.precision):
-        logits, hidden = parts.net(x, hidden)
-        loss = cross_entropy(logits, y)
+        loss, hidden = parts.net(x, hidden, y)
     hidden = reset_some(detach(hidden), tc.reset_every, state.step, parts.reset_offsets)
     parts.optimizer.zero_grad(set_to_none=True)
     parts.scaler.scale(loss).backward()

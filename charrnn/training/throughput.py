@@ -25,7 +25,7 @@ from charrnn.data.cache import cache_dir
 from charrnn.devices import autocast
 from charrnn.errors import UserError
 from charrnn.files import write_atomic
-from charrnn.model import CharRNN, cross_entropy
+from charrnn.model import CharRNN, adaptive
 from charrnn.training.optim import adamw
 
 # Timed steps, after one untimed warm-up step; the fastest counts. Two were not enough on a Zen 4 EPYC, whose bf16
@@ -110,7 +110,8 @@ def _fields(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size:
     """What a trial's timing holds for: the trial's kind, the machine, and the shape."""
     return [TRIAL, device_name(device), torch.__version__, torch.get_num_threads(), precision, model_cfg.cell,
             model_cfg.num_layers, model_cfg.hidden_size, model_cfg.embed_dim, vocab_size, batch_size, seq_len,
-            model_cfg.dropout, model_cfg.embed_dropout, model_cfg.weight_dropout]
+            model_cfg.dropout, model_cfg.embed_dropout, model_cfg.weight_dropout,
+            *([model_cfg.head_cutoff] if adaptive(vocab_size, model_cfg) else [])]  # the older keys hold for full heads
 
 
 def seconds_per_step(precision: str, model_cfg: ModelConfig, vocab_size: int, batch_size: int, seq_len: int,
@@ -156,7 +157,9 @@ def _trials(trials: Sequence[Trial], vocab_size: int, device: torch.device, roun
             if t.model not in nets:
                 model = CharRNN(vocab_size, t.model).to(device)
                 nets[t.model] = model, adamw(model.parameters(), 1e-4, device)  # the run's own AdamW
-        batches = [torch.randint(vocab_size, (t.batch_size, t.seq_len + 1), device=device) for t in trials]
+        # An adaptive head's steps are timed on its own symbols: the rare cluster's few are next to free.
+        batches = [torch.randint(t.model.head_cutoff if adaptive(vocab_size, t.model) else vocab_size,
+                                 (t.batch_size, t.seq_len + 1), device=device) for t in trials]
         best = [math.inf] * len(trials)
         for round_ in range(rounds + 1):
             for i, (trial, ids) in enumerate(zip(trials, batches, strict=True)):
@@ -166,8 +169,7 @@ def _trials(trials: Sequence[Trial], vocab_size: int, device: torch.device, roun
                 sync(device)
                 start = perf_counter()
                 with autocast(device, trial.precision):
-                    logits, _ = model(ids[:, :-1])
-                    loss = cross_entropy(logits, ids[:, 1:])
+                    loss, _ = model(ids[:, :-1], None, ids[:, 1:])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

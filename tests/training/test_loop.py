@@ -5,14 +5,18 @@ import math
 import shutil
 import signal
 
+import numpy as np
 import pytest
 import torch
 
+import charrnn.model as net
 from charrnn.checkpoint import load_run
 from charrnn.config import load_config
+from charrnn.data.encoding import load_data
+from charrnn.data.split import split_of
 from charrnn.devices import _cpu_runs_bf16
 from charrnn.errors import UserError
-from charrnn.training import loop, step, throughput
+from charrnn.training import loop, throughput
 from charrnn.training.loop import train
 from charrnn.training.stopping import Stopped
 from tests.helpers import fast_config, last, read_run, resume, steps_logged
@@ -154,15 +158,17 @@ def test_existing_run_is_never_overwritten_without_consent(tmp_path, corpus_file
 
 
 def test_nan_loss_stops_cleanly_keeping_the_last_good_checkpoint(tmp_path, corpus_file, monkeypatch):
-    real = step.cross_entropy
+    real = net.cross_entropy
     calls = {"n": 0}
 
     def poisoned(logits, targets, reduction="mean"):
-        calls["n"] += 1
         loss = real(logits, targets, reduction)
+        if not torch.is_grad_enabled():  # a validation's
+            return loss
+        calls["n"] += 1
         return loss * float("nan") if calls["n"] == 14 else loss  # the 14th training step
 
-    monkeypatch.setattr(step, "cross_entropy", poisoned)
+    monkeypatch.setattr(net, "cross_entropy", poisoned)
     with pytest.raises(UserError, match=r"the loss became nan at step 14; stopped.*--resume .* --set train.lr="):
         train(fast_config(corpus_file, "train.eval_every=100"), tmp_path / "r")
     monkeypatch.undo()
@@ -313,8 +319,8 @@ def test_a_run_dir_inside_its_directory_corpus_is_left_out_and_resumes(tmp_path,
 
 
 def test_nan_before_any_checkpoint_says_none_was_written(tmp_path, corpus_file, monkeypatch):
-    real = step.cross_entropy
-    monkeypatch.setattr(step, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = net.cross_entropy
+    monkeypatch.setattr(net, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(UserError, match=r"the loss became nan at step 1; stopped. No checkpoint was written yet: "
                                         r"start again with a lower lr, e.g. --set train.lr="):
         train(fast_config(corpus_file), tmp_path / "r")
@@ -425,3 +431,17 @@ def test_a_run_from_before_data_split_resumes_on_the_tail_it_was_trained_with(tm
     a, b = weights(tmp_path / "full"), weights(tmp_path / "old")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.best_val_loss == full.best_val_loss
+
+
+def test_an_adaptive_head_trains_resumes_bitwise_and_ranks_the_training_texts_symbols(tmp_path, corpus_file,
+                                                                                      monkeypatch):
+    cfg = fast_config(corpus_file, "model.head_cutoff=20")
+    full = assert_resumes_bitwise(cfg, tmp_path, monkeypatch)
+    assert math.isfinite(full.best_val_loss)
+    saved = read_run(tmp_path / "full" / "checkpoints" / "last.pt")
+    corpus = load_data(cfg.data)
+    counts = np.bincount(split_of(corpus, cfg.data).train, minlength=corpus.vocab.size)
+    order = sorted(range(corpus.vocab.size), key=lambda i: (-counts[i], i))  # most frequent first, ties by id
+    assert [order.index(i) for i in range(corpus.vocab.size)] == saved.model["rank"].tolist()
+    assert saved.vocab.chars[order[0]] == " " and counts[order[20:]].sum() > 0  # the rare cluster had some to learn
+    assert saved.model["tail.1.weight"].shape == (saved.vocab.size - 20, 32 // 4)

@@ -4,6 +4,7 @@ command line gives one-line answers to a tiny corpus or a budget too short to me
 import itertools
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from charrnn.cli import main
 from charrnn.config import ModelConfig, load_config
 from charrnn.errors import UserError
-from charrnn.model import parameter_count
+from charrnn.model import adaptive, parameter_count
 from charrnn.training import plan as plan_mod
 from charrnn.training import precision as precision_mod
 from charrnn.training import rule
@@ -396,7 +397,7 @@ def test_more_steps_than_the_cap_buy_a_larger_batch(monkeypatch):
 
 @pytest.mark.parametrize("key, value", [
     ("model.embed_dim", 24), ("model.hidden_size", 200), ("model.num_layers", 3), ("model.dropout", 0.33),
-    ("model.weight_dropout", 0.4),
+    ("model.weight_dropout", 0.4), ("model.head_cutoff", 40),
     ("train.batch_size", 12), ("train.seq_len", 50), ("train.lr", 1.234e-3), ("train.weight_decay", 0.07),
     ("train.warmup_steps", 7), ("train.min_lr_ratio", 0.25), ("train.precision", "'fp32'"),
     ("train.max_steps", 321)])
@@ -615,3 +616,38 @@ def test_the_widest_rated_level_trains_only_where_neither_has_anything_to_regula
     assert order([narrow, estimate(512, 0.220, 2.0)], rank, 1_000_000)[0] is narrow  # rated 0.02 behind
     assert order([narrow, estimate(512, 0.210, 5.0)], rank, 1_000_000)[0] is narrow  # the wider at a risk of 2.6
     assert order([estimate(384, 0.200, 8.0), estimate(512, 0.203, 8.0)], rank, 1_000_000)[0].model.hidden_size == 384
+
+
+def head_speed(speedup: float):
+    """`fake_speed`, with an adaptive head `speedup` x the speed of a full head on the same shape."""
+    full = fake_speed()
+
+    def step_seconds(precision, model, vocab_size, batch_size, seq_len, device):
+        seconds, cached = full(precision, replace(model, head_cutoff=0), vocab_size, batch_size, seq_len, device)
+        step_seconds.heads.append(model.head_cutoff)
+        return (seconds / speedup if adaptive(vocab_size, model) else seconds), cached
+
+    step_seconds.heads = []
+    return step_seconds
+
+
+@pytest.mark.parametrize("speedup, cutoff", [(3.0, 100), (1.02, 0)])
+def test_an_adaptive_head_is_planned_where_most_symbols_are_rare_and_it_was_timed_faster(monkeypatch, speedup,
+                                                                                        cutoff):
+    speed = head_speed(speedup)
+    monkeypatch.setattr(speed_mod, "step_seconds", speed)
+    monkeypatch.setattr(speed_mod.Share, "before_timing", lambda self: None)
+    p = planned(vocab_size=9000, symbols=100)  # a source tree: 100 symbols make up 99.9% of the text
+    assert p.config.model.head_cutoff == p.chosen.model.head_cutoff == cutoff
+    assert speed.heads[:2] == [0, 100]  # the full head and the adaptive one, on the narrow anchor, first
+    assert set(speed.heads[2:]) == {cutoff}  # then every timing in the head chosen
+    assert ("an adaptive head over 100 symbols" in p.lines()[0]) == bool(cutoff)
+    assert f"8,900 rare symbols in one cluster ran 1x256 at {speedup:.2f}x a full head's speed" in p.lines()[2]
+
+
+def test_no_adaptive_head_is_timed_where_most_symbols_are_in_use(monkeypatch):
+    speed = head_speed(3.0)
+    monkeypatch.setattr(speed_mod, "step_seconds", speed)
+    monkeypatch.setattr(speed_mod.Share, "before_timing", lambda self: None)
+    p = planned(vocab_size=200, symbols=101)
+    assert p.config.model.head_cutoff == 0 and set(speed.heads) == {0} and "head's speed" not in p.lines()[2]
