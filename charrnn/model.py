@@ -1,7 +1,7 @@
 """CharRNN: character embedding -> stacked fused recurrent cell -> dropout -> linear head over the vocabulary.
 
 The cell is PyTorch's fused `nn.LSTM`, `nn.GRU` or `nn.RNN` (tanh): oneDNN on CPU, cuDNN on CUDA. The head is a
-softmax over the vocabulary or, with model.head_cutoff, PyTorch's adaptive softmax (Grave et al., 2017).
+softmax over the vocabulary or, with model.head_cutoff, an adaptive softmax (Grave et al., 2017).
 """
 
 from __future__ import annotations

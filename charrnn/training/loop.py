@@ -34,7 +34,7 @@ from charrnn.training.build import Parts, agreed_run_id, build, check_memory, re
 from charrnn.training.distributed import World, gather_rng, setup, teardown
 from charrnn.training.lock import hold_run_dir
 from charrnn.training.metrics import MetricsLogger, NullLogger
-from charrnn.training.plan import plan_in
+from charrnn.training.plan import head_note, plan_in
 from charrnn.training.resume import Resume
 from charrnn.training.rule import used_symbols
 from charrnn.training.session import Session
@@ -102,6 +102,9 @@ def _train(cfg: Config, run_dir: Path, world: World, resume: Resume | None, over
         planned = plan_in(world, cfg, plan, split.train, corpus.vocab.size, echo) if plan and not resume \
             else None
         cfg = planned.config if planned else cfg
+        note = head_note(cfg.model, split.train, corpus.vocab.size) if world.is_main and not (planned or resume) else ""
+        if note:
+            echo(note)
         parts = build(cfg, world, corpus, split, echo)
         if cfg.train.precision == "auto":
             echo(f"train.precision auto: {parts.precision} on {world.device}"

@@ -642,7 +642,9 @@ def test_an_adaptive_head_is_planned_where_most_symbols_are_rare_and_it_was_time
     assert speed.heads[:2] == [0, 100]  # the full head and the adaptive one, on the narrow anchor, first
     assert set(speed.heads[2:]) == {cutoff}  # then every timing in the head chosen
     assert ("an adaptive head over 100 symbols" in p.lines()[0]) == bool(cutoff)
-    assert f"8,900 rare symbols in one cluster ran 1x256 at {speedup:.2f}x a full head's speed" in p.lines()[2]
+    taken = f"an adaptive head: with its 8,900 rare symbols in one cluster, 1x256 ran at {speedup:.2f}x a full head's"
+    kept = f"a full head: with its 8,900 rare symbols in one cluster, 1x256 ran at only {speedup:.2f}x its speed"
+    assert (taken if cutoff else kept) in p.lines()[2]
 
 
 def test_no_adaptive_head_is_timed_where_most_symbols_are_in_use(monkeypatch):
@@ -650,4 +652,15 @@ def test_no_adaptive_head_is_timed_where_most_symbols_are_in_use(monkeypatch):
     monkeypatch.setattr(speed_mod, "step_seconds", speed)
     monkeypatch.setattr(speed_mod.Share, "before_timing", lambda self: None)
     p = planned(vocab_size=200, symbols=101)
-    assert p.config.model.head_cutoff == 0 and set(speed.heads) == {0} and "head's speed" not in p.lines()[2]
+    assert p.config.model.head_cutoff == 0 and set(speed.heads) == {0} and "rare symbols" not in p.lines()[2]
+
+
+def test_a_run_left_unplanned_hears_of_the_adaptive_head_where_a_large_vocabulary_is_mostly_rare():
+    # 50 symbols make up the text, 1,450 more come once each: 0.07% of it.
+    train = np.concatenate([np.repeat(np.arange(50), 40_000), np.arange(50, 1500)])
+    note = plan_mod.head_note(ModelConfig(), train, 1500)
+    assert note.startswith("note: 50 of the 1,500 symbols make up 99.9% of the training text: "
+                           "--set model.head_cutoff=50 would score the rest in one cluster")
+    assert plan_mod.head_note(ModelConfig(head_cutoff=50), train, 1500) == ""  # it has one
+    assert plan_mod.head_note(ModelConfig(), train[:2_000_000], 500) == ""  # a small vocabulary: little to gain
+    assert plan_mod.head_note(ModelConfig(), np.arange(6000) % 1500, 1500) == ""  # every symbol in use
