@@ -29,12 +29,12 @@ from charrnn.evaluation.static import evaluate, split_baselines
 from charrnn.generation.sampling import sample_text
 from charrnn.model import bpc
 from charrnn.training import rundir
-from charrnn.training.advice import advice
+from charrnn.training.advice import advice, head_note
 from charrnn.training.build import Parts, agreed_run_id, build, check_memory, report_corpus, restore, skip_dir
 from charrnn.training.distributed import World, gather_rng, setup, teardown
 from charrnn.training.lock import hold_run_dir
 from charrnn.training.metrics import MetricsLogger, NullLogger
-from charrnn.training.plan import head_note, plan_in
+from charrnn.training.plan import plan_in
 from charrnn.training.resume import Resume
 from charrnn.training.rule import used_symbols
 from charrnn.training.session import Session

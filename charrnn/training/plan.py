@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from charrnn.config import Config, ModelConfig, config_data, load_config, reference
+from charrnn.config import Config, config_data, load_config, reference
 from charrnn.data.encoding import load_data
 from charrnn.data.split import split_of
 from charrnn.devices import resolve_device
@@ -68,10 +68,6 @@ WARMUP, WEIGHT_DECAY = 50, 0.1  # the presets' recipe
 MIN_BUDGET = 20.0  # seconds: below this, the measurements alone would eat the budget
 MIN_STEPS = 100
 STEP_CAP = 100_000  # a plan's max_steps, as the presets': the budget ends the run (the default 5,000 cut a 1-h one)
-# A run the planner leaves alone hears of the adaptive head where its vocabulary is this large and mostly rare: it ran
-# a step of the Python tree's 8,781 symbols 3-9x as fast, and on the kernel's 255 (89 in use) it scored 0.070-0.086
-# better at the same shape and seed.
-NOTE_VOCAB = 200
 
 
 @dataclass(frozen=True)
@@ -118,6 +114,18 @@ class Plan:
         if c.capacity > PARAMS_PER_CHAR * self.train_chars:
             lines.append(f"plan: note: no candidate has {PARAMS_PER_CHAR} parameters per training character or "
                          "fewer, so this, the smallest, will overfit: a longer corpus would do better")
+        lines += self._not_taken()
+        if c.steps < MIN_STEPS:
+            lines.append(f"plan: note: the budget buys only {c.steps:,} steps even of this model: a longer budget "
+                         "would do better")
+        if self.kept:
+            lines.append(f"plan: kept from your config: {', '.join(self.kept)}")
+        return lines
+
+    def _not_taken(self) -> list[str]:
+        """Why a deeper model the rule rated better (`passed_over`), and the finalist ranked best (`favourite`),
+        did not train."""
+        lines = []
         if self.passed_over:
             e = self.passed_over
             why = (f"the budget buys it {e.steps:,} steps, and under {DEEP_MIN_STEPS:,} a second layer learns slower "
@@ -131,14 +139,9 @@ class Plan:
             lines.append(f"plan: not {f.shape}, which the rule rates at {f.loss:.3f}: " + (
                 f"{at} risks overfitting, and of the candidates rated within {RULE_MARGIN:g} of it the fewest "
                 "parameters train, as wider ones have scored far worse there than the rule expects"
-                if c.capacity < f.capacity else
+                if self.chosen.capacity < f.capacity else
                 f"{at} is far from overfitting, and of the candidates rated within {WIDE_MARGIN:g} of it the widest "
                 "trains, as wider ones have scored better there than the rule expects"))
-        if c.steps < MIN_STEPS:
-            lines.append(f"plan: note: the budget buys only {c.steps:,} steps even of this model: a longer budget "
-                         "would do better")
-        if self.kept:
-            lines.append(f"plan: kept from your config: {', '.join(self.kept)}")
         return lines
 
     def record(self) -> str:
@@ -191,18 +194,6 @@ def plan_in(world: World, cfg: Config, free: Sequence[str], train: np.ndarray, v
     for line in plan[0].lines():
         echo(line)
     return plan[0]
-
-
-def head_note(model: ModelConfig, train: np.ndarray, vocab_size: int) -> str:
-    """For a run the planner leaves alone: a note where its head is full and most of a large vocabulary is rare."""
-    if vocab_size < NOTE_VOCAB or adaptive(vocab_size, model):
-        return ""
-    used = used_symbols(train, vocab_size)
-    if 2 * used > vocab_size:
-        return ""
-    return (f"note: {used:,} of the {vocab_size:,} symbols make up {COVERAGE:.1%} of the training text: "
-            f"--set model.head_cutoff={used} would score the rest in one cluster, with the same exact probabilities, "
-            "for a fraction of the head's cost a step (docs/config.md)")
 
 
 def check_budget(budget: float) -> None:

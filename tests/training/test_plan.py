@@ -19,7 +19,7 @@ from charrnn.training import plan as plan_mod
 from charrnn.training import precision as precision_mod
 from charrnn.training import rule
 from charrnn.training import speed as speed_mod
-from charrnn.training.advice import advice
+from charrnn.training.advice import advice, head_note
 from charrnn.training.loop import train
 from charrnn.training.plan import PLANNED, free_keys, given_keys, plan_run
 from charrnn.training.resume import run_config
@@ -658,9 +658,9 @@ def test_no_adaptive_head_is_timed_where_most_symbols_are_in_use(monkeypatch):
 def test_a_run_left_unplanned_hears_of_the_adaptive_head_where_a_large_vocabulary_is_mostly_rare():
     # 50 symbols make up the text, 1,450 more come once each: 0.07% of it.
     train = np.concatenate([np.repeat(np.arange(50), 40_000), np.arange(50, 1500)])
-    note = plan_mod.head_note(ModelConfig(), train, 1500)
+    note = head_note(ModelConfig(), train, 1500)
     assert note.startswith("note: 50 of the 1,500 symbols make up 99.9% of the training text: "
                            "--set model.head_cutoff=50 would score the rest in one cluster")
-    assert plan_mod.head_note(ModelConfig(head_cutoff=50), train, 1500) == ""  # it has one
-    assert plan_mod.head_note(ModelConfig(), train[:2_000_000], 150) == ""  # a small vocabulary: little to gain
-    assert plan_mod.head_note(ModelConfig(), np.arange(6000) % 1500, 1500) == ""  # every symbol in use
+    assert head_note(ModelConfig(head_cutoff=50), train, 1500) == ""  # it has one
+    assert head_note(ModelConfig(), train[:2_000_000], 150) == ""  # a small vocabulary: little to gain
+    assert head_note(ModelConfig(), np.arange(6000) % 1500, 1500) == ""  # every symbol in use
